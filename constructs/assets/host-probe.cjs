@@ -1,0 +1,71 @@
+#!/usr/bin/env node
+// Plan-time probe for one libvirt host, run by Terraform's `external` data source.
+// Input (stdin, JSON): { "uri", "candidates": "poolA,poolB", "member_pattern": "^MyPool-([0-9]{3})$" }
+// Output (stdout, JSON of strings): the candidate storage pool with the most free space and the
+// highest member index already defined on the host (the shrink guard compares it with `size`).
+// Standalone on purpose: Terraform copies this file alone into the stack's assets.
+"use strict";
+const { execFileSync } = require("node:child_process");
+
+function virsh(uri, args) {
+  return execFileSync("virsh", ["-q", "-c", uri, ...args], { encoding: "utf8", stdio: ["ignore", "pipe", "pipe"] });
+}
+
+function main(query) {
+  const uri = query.uri;
+  if (!uri) throw new Error("query.uri is required");
+  const candidates = String(query.candidates || "")
+    .split(",")
+    .filter(Boolean);
+  let best;
+  const problems = [];
+  for (const name of candidates) {
+    let info;
+    try {
+      info = virsh(uri, ["pool-info", "--bytes", name]);
+    } catch (e) {
+      problems.push(`${name}: ${String(e.stderr || e.message).trim()}`);
+      continue;
+    }
+    if (!/^State:\s+running/m.test(info)) {
+      problems.push(`${name}: not running`);
+      continue;
+    }
+    const available = BigInt((/^Available:\s+(\d+)/m.exec(info) || [])[1] || "0");
+    // Strictly greater: on a tie the earlier candidate wins, so the pick is stable.
+    if (!best || available > best.available) best = { name, available };
+  }
+  if (candidates.length > 0 && !best) {
+    throw new Error(`no usable storage pool on ${uri}: ${problems.join("; ")}`);
+  }
+  let maxIndex = 0;
+  let count = 0;
+  if (query.member_pattern) {
+    const pattern = new RegExp(query.member_pattern);
+    for (const line of virsh(uri, ["list", "--all", "--name"]).split("\n")) {
+      const m = pattern.exec(line.trim());
+      if (m) {
+        count++;
+        maxIndex = Math.max(maxIndex, Number(m[1]));
+      }
+    }
+  }
+  return {
+    storage_pool: best ? best.name : "",
+    available_bytes: best ? String(best.available) : "",
+    max_member_index: String(maxIndex),
+    member_count: String(count),
+  };
+}
+
+let input = "";
+process.stdin.setEncoding("utf8");
+process.stdin.on("data", (chunk) => (input += chunk));
+process.stdin.on("end", () => {
+  try {
+    process.stdout.write(JSON.stringify(main(input.trim() ? JSON.parse(input) : {})));
+  } catch (e) {
+    process.stderr.write(`vmpools host probe: ${e.message}\n`);
+    process.exit(1);
+  }
+});

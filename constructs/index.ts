@@ -1,0 +1,2 @@
+export { VmPool, type VmPoolProps, type PoolMemberResources } from "./vm-pool";
+export { libvirtProviderFor, providerAlias } from "./providers";

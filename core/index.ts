@@ -1,0 +1,10 @@
+export * from "./spec";
+export * from "./errors";
+export * from "./naming";
+export * from "./plan";
+export * from "./metadata";
+export * from "./placement";
+export type { ResolvedPool } from "./resolved";
+export { resolvePool, DEFAULT_MAX_VMS_IN_POOL, MAX_VMS_PER_USER_LIMIT, DEFAULT_HOST } from "./validate";
+export { cloudInitMedia, type CloudInitMedia } from "./initrun/cloudinit";
+export { describePlan } from "./summary";

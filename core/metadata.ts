@@ -1,0 +1,121 @@
+import type { ResolvedPool } from "./resolved";
+import { escapeXml, unescapeXml } from "./xml";
+
+/** Our XML namespace inside libvirt's `<metadata>`; the reconciler reads members by it. */
+export const METADATA_NAMESPACE = "https://vmpools.dev/xmlns/pool/1";
+export const METADATA_PREFIX = "vmpools";
+
+/** The pool policy and member identity the reconciler needs, as written into every member. */
+export interface MemberMetadata {
+  readonly pool: string;
+  readonly cluster: string;
+  readonly index: number;
+  readonly templateName: string;
+  readonly templateVersion: number;
+  readonly baseImagePath: string;
+  readonly baseImageFormat: string;
+  readonly diskFormat: string;
+  readonly type: "automatic" | "manual";
+  readonly stateful: boolean;
+  readonly size: number;
+  readonly prestarted: number;
+  readonly maxVmsPerUser: number;
+  readonly deleteProtection: boolean;
+  readonly spiceProxy?: string;
+  readonly allowedHosts: readonly string[];
+  readonly migrationMode: string;
+  readonly migrationPolicy?: string;
+  readonly migrationDowntimeMs?: number;
+  readonly autoConverge: string;
+  readonly compression: string;
+}
+
+export function memberMetadata(pool: ResolvedPool, index: number): MemberMetadata {
+  return {
+    pool: pool.name,
+    cluster: pool.clusterName,
+    index,
+    templateName: pool.template.name,
+    templateVersion: pool.template.version,
+    baseImagePath: pool.template.baseImagePath,
+    baseImageFormat: pool.template.baseImageFormat,
+    diskFormat: pool.storage.format,
+    type: pool.type,
+    stateful: pool.stateful,
+    size: pool.size,
+    prestarted: pool.prestarted,
+    maxVmsPerUser: pool.maxVmsPerUser,
+    deleteProtection: pool.deleteProtection,
+    spiceProxy: pool.spiceProxy,
+    allowedHosts: pool.allowedHosts.map((h) => h.name),
+    migrationMode: pool.migration.mode,
+    migrationPolicy: pool.migration.policy,
+    migrationDowntimeMs: pool.migration.customDowntimeMs,
+    autoConverge: pool.migration.autoConverge,
+    compression: pool.migration.compression,
+  };
+}
+
+const attrs = (values: Record<string, string | number | boolean | undefined>) =>
+  Object.entries(values)
+    .filter(([, v]) => v !== undefined)
+    .map(([k, v]) => ` ${k}="${escapeXml(String(v))}"`)
+    .join("");
+
+/** Renders the `<vmpools:member>` element libvirt stores inside the domain's `<metadata>`. */
+export function renderMetadataXml(m: MemberMetadata): string {
+  const p = METADATA_PREFIX;
+  return (
+    `<${p}:member xmlns:${p}="${METADATA_NAMESPACE}"${attrs({ pool: m.pool, cluster: m.cluster, index: m.index })}>` +
+    `<${p}:template${attrs({ name: m.templateName, version: m.templateVersion, base: m.baseImagePath, baseFormat: m.baseImageFormat, diskFormat: m.diskFormat })}/>` +
+    `<${p}:policy${attrs({ type: m.type, stateful: m.stateful, size: m.size, prestarted: m.prestarted, maxVmsPerUser: m.maxVmsPerUser, deleteProtection: m.deleteProtection })}/>` +
+    `<${p}:console${attrs({ spiceProxy: m.spiceProxy })}/>` +
+    `<${p}:placement${attrs({ hosts: m.allowedHosts.join(",") })}/>` +
+    `<${p}:migration${attrs({ mode: m.migrationMode, policy: m.migrationPolicy, downtimeMs: m.migrationDowntimeMs, autoConverge: m.autoConverge, compression: m.compression })}/>` +
+    `</${p}:member>`
+  );
+}
+
+/**
+ * Reads member metadata back from libvirt's XML (as `virsh metadata` or `dumpxml` returns it,
+ * with any namespace prefix). Returns undefined when the element is missing or incomplete.
+ */
+export function parseMetadataXml(xml: string): MemberMetadata | undefined {
+  const element = (name: string): Record<string, string> | undefined => {
+    const m = new RegExp(`<(?:[A-Za-z0-9_-]+:)?${name}\\b([^>]*?)/?>`).exec(xml);
+    if (!m) return undefined;
+    const out: Record<string, string> = {};
+    for (const a of m[1]!.matchAll(/([A-Za-z_][\w.-]*(?::[\w.-]+)?)="([^"]*)"/g)) out[a[1]!] = unescapeXml(a[2]!);
+    return out;
+  };
+  if (!xml.includes(METADATA_NAMESPACE)) return undefined;
+  const member = element("member");
+  const template = element("template");
+  const policy = element("policy");
+  const migration = element("migration");
+  if (!member || !template || !policy || !migration) return undefined;
+  const num = (v: string | undefined) => (v === undefined ? undefined : Number(v));
+  return {
+    pool: member.pool!,
+    cluster: member.cluster!,
+    index: Number(member.index),
+    templateName: template.name!,
+    templateVersion: Number(template.version),
+    baseImagePath: template.base!,
+    baseImageFormat: template.baseFormat!,
+    diskFormat: template.diskFormat!,
+    type: policy.type === "manual" ? "manual" : "automatic",
+    stateful: policy.stateful === "true",
+    size: Number(policy.size),
+    prestarted: Number(policy.prestarted),
+    maxVmsPerUser: Number(policy.maxVmsPerUser),
+    deleteProtection: policy.deleteProtection === "true",
+    spiceProxy: element("console")?.spiceProxy,
+    allowedHosts: (element("placement")?.hosts ?? "").split(",").filter(Boolean),
+    migrationMode: migration.mode!,
+    migrationPolicy: migration.policy,
+    migrationDowntimeMs: num(migration.downtimeMs),
+    autoConverge: migration.autoConverge!,
+    compression: migration.compression!,
+  };
+}

@@ -1,0 +1,197 @@
+import { cloudInitMedia, type CloudInitMedia } from "./initrun/cloudinit";
+import { memberMetadata, renderMetadataXml, type MemberMetadata } from "./metadata";
+import { hostnameFor, memberName } from "./naming";
+import { homeHost } from "./placement";
+import type { ResolvedPool } from "./resolved";
+import type { DiskFormat, HostRef, NumaTuneMode, VmPoolProps } from "./spec";
+import { resolvePool } from "./validate";
+
+export interface DiskPlan {
+  readonly role: "system" | "config";
+  /** Volume name inside the storage pool; unique per member. */
+  readonly volumeName: string;
+  readonly device: "disk" | "cdrom";
+  readonly bus: "virtio" | "sata";
+  readonly targetDev: string;
+  readonly format: DiskFormat;
+  readonly readOnly: boolean;
+  readonly bootOrder?: number;
+  /** System disk: virtual size. */
+  readonly capacityGiB?: number;
+  /** qcow2 overlay: the base image it is backed by. */
+  readonly backingStore?: { readonly path: string; readonly format: DiskFormat };
+  /** raw disk: full copy of this image at creation. */
+  readonly copyOf?: string;
+}
+
+export interface NicPlan {
+  readonly network: string;
+  readonly model: string;
+}
+
+export interface NumaCellPlan {
+  readonly cpus: string;
+  readonly memoryMiB: number;
+}
+
+export interface NumaTunePlan {
+  readonly mode: NumaTuneMode;
+  readonly memNodes: readonly { readonly cellId: number; readonly mode: NumaTuneMode; readonly nodeset: string }[];
+}
+
+export type ConfigMediaPlan = { readonly kind: "cloud-init"; readonly media: CloudInitMedia };
+
+/** Everything one member VM needs, engine-neutral. */
+export interface VmPlan {
+  readonly index: number;
+  readonly name: string;
+  readonly hostname: string;
+  readonly host: HostRef;
+  readonly description: string;
+  readonly domainType: "kvm" | "qemu";
+  readonly machine: string;
+  readonly memoryMiB: number;
+  readonly vcpus: number;
+  readonly cpuMode?: "host-passthrough";
+  readonly numaCells: readonly NumaCellPlan[];
+  readonly numaTune?: NumaTunePlan;
+  readonly disks: readonly DiskPlan[];
+  readonly nics: readonly NicPlan[];
+  readonly graphics: { readonly type: "spice"; readonly listen: string; readonly autoPort: true };
+  readonly serialConsole: true;
+  readonly configMedia?: ConfigMediaPlan;
+  readonly metadata: MemberMetadata;
+  readonly metadataXml: string;
+  /**
+   * SMBIOS OEM strings fixed at creation: the template this member was cloned from. Readable by
+   * the guest (dmidecode -t 11) and the reconciler, and never rewritten by later edits.
+   */
+  readonly oemStrings: readonly string[];
+  /** One of the first `prestarted` members: what the reconciler starts first on an idle pool. */
+  readonly prestartCandidate: boolean;
+}
+
+export interface PoolPlan {
+  readonly pool: ResolvedPool;
+  readonly members: readonly VmPlan[];
+  /** Hosts that hold at least one member, in cluster order. */
+  readonly hostsInUse: readonly HostRef[];
+  readonly warnings: readonly string[];
+}
+
+/** Splits `total` into `parts` near-equal integers, larger ones first. */
+function split(total: number, parts: number): number[] {
+  return Array.from({ length: parts }, (_, i) => Math.floor(total / parts) + (i < total % parts ? 1 : 0));
+}
+
+function numaCells(pool: ResolvedPool): NumaCellPlan[] {
+  if (!pool.numa) return [];
+  const cpus = split(pool.template.vcpus, pool.numa.nodeCount);
+  const mem = split(pool.template.memoryMiB, pool.numa.nodeCount);
+  let next = 0;
+  return cpus.map((count, i) => {
+    const range = count === 1 ? `${next}` : `${next}-${next + count - 1}`;
+    next += count;
+    return { cpus: range, memoryMiB: mem[i]! };
+  });
+}
+
+function numaTune(pool: ResolvedPool): NumaTunePlan | undefined {
+  if (!pool.numa) return undefined;
+  const mode = pool.numa.tuneMode;
+  return {
+    mode,
+    memNodes: [...pool.numa.pinning]
+      .sort((a, b) => a.virtualNode - b.virtualNode)
+      .map((p) => ({ cellId: p.virtualNode, mode, nodeset: [...p.hostNodes].sort((a, b) => a - b).join(",") })),
+  };
+}
+
+function systemDisk(pool: ResolvedPool, vmName: string): DiskPlan {
+  const base = pool.template;
+  const common = {
+    role: "system" as const,
+    device: "disk" as const,
+    bus: "virtio" as const,
+    targetDev: "vda",
+    readOnly: false,
+    bootOrder: 1,
+    capacityGiB: base.diskSizeGiB,
+  };
+  return pool.storage.format === "qcow2"
+    ? {
+        ...common,
+        volumeName: `${vmName}.qcow2`,
+        format: "qcow2",
+        backingStore: { path: base.baseImagePath, format: base.baseImageFormat },
+      }
+    : { ...common, volumeName: `${vmName}.img`, format: "raw", copyOf: base.baseImagePath };
+}
+
+function configDisk(vmName: string, kind: ConfigMediaPlan["kind"]): DiskPlan {
+  return {
+    role: "config",
+    volumeName: `${vmName}-${kind}.iso`,
+    device: "cdrom",
+    bus: "sata",
+    targetDev: "sda",
+    format: "raw",
+    readOnly: true,
+  };
+}
+
+/** Validates props and computes every member. Pure: same props in, same plan out. */
+export function planPool(props: VmPoolProps, subject?: string): PoolPlan {
+  const { pool, warnings } = resolvePool(props, subject);
+  const cells = numaCells(pool);
+  const tune = numaTune(pool);
+  const description = [pool.description, pool.comment].filter((s) => s.length > 0).join("\n\n");
+  const members: VmPlan[] = [];
+  for (let index = 1; index <= pool.size; index++) {
+    const name = memberName(pool.mask, index);
+    const hostname = hostnameFor(name);
+    const configMedia: ConfigMediaPlan | undefined = pool.cloudInit
+      ? {
+          kind: "cloud-init",
+          media: cloudInitMedia({
+            vmName: name,
+            hostname,
+            templateName: pool.template.name,
+            templateVersion: pool.template.version,
+            extraUserData: pool.cloudInit.userData,
+            networkConfig: pool.cloudInit.networkConfig,
+          }),
+        }
+      : undefined;
+    const metadata = memberMetadata(pool, index);
+    members.push({
+      index,
+      name,
+      hostname,
+      host: homeHost(name, pool.allowedHosts),
+      description,
+      domainType: pool.template.domainType,
+      machine: pool.template.machine,
+      memoryMiB: pool.template.memoryMiB,
+      vcpus: pool.template.vcpus,
+      cpuMode: pool.passThroughHostCpu ? "host-passthrough" : undefined,
+      numaCells: cells,
+      numaTune: tune,
+      disks: configMedia ? [systemDisk(pool, name), configDisk(name, configMedia.kind)] : [systemDisk(pool, name)],
+      nics: [{ network: pool.network.network, model: pool.network.model }],
+      graphics: { type: "spice", listen: "0.0.0.0", autoPort: true },
+      serialConsole: true,
+      configMedia,
+      metadata,
+      metadataXml: renderMetadataXml(metadata),
+      oemStrings: [
+        `vmpools:pool=${pool.name}`,
+        `vmpools:template=${pool.template.name}`,
+        `vmpools:template-version=${pool.template.version}`,
+      ],
+      prestartCandidate: index <= pool.prestarted,
+    });
+  }
+  const used = new Set(members.map((m) => m.host.name));
+  return { pool, members, hostsInUse: pool.clusterHosts.filter((h) => used.has(h.name)), warnings };
+}

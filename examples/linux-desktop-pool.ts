@@ -1,0 +1,39 @@
+import { TerraformStack } from "cdktf";
+import type { Construct } from "constructs";
+import { VmPool } from "../constructs";
+
+/**
+ * The README's example: a Linux desktop pool of 10 members named MyPool-001…MyPool-010, two of
+ * them kept prestarted for users who want a desktop at once.
+ */
+export class LinuxDesktopPoolStack extends TerraformStack {
+  readonly pool: VmPool;
+
+  constructor(scope: Construct, id: string) {
+    super(scope, id);
+    this.pool = new VmPool(this, "MyPool", {
+      name: "MyPool-???",
+      description: "Linux desktops for the support team",
+      comment: "Rebuilt from template debian-12 each release",
+      template: {
+        name: "debian-12-desktop",
+        version: 3,
+        baseImagePath: "/var/lib/libvirt/images/debian-12-desktop-v3.qcow2",
+        diskSizeGiB: 20,
+        memoryMiB: 4096,
+        vcpus: 2,
+        operatingSystem: "linux",
+      },
+      optimizedFor: "desktop",
+      size: 10,
+      prestarted: 2,
+      maxVmsPerUser: 1,
+      type: "automatic",
+      console: { spiceProxy: "http://spice-proxy.example.com:3128" },
+      resourceAllocation: {
+        disk: { storagePools: [{ name: "default" }, { name: "fast-ssd" }], autoSelectTarget: true },
+      },
+      initialRun: { cloudInit: { userData: "timezone: Europe/Berlin" } },
+    });
+  }
+}

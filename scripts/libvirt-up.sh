@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Starts Debian's libvirtd (and virtlogd) on this machine if it is not running. The daemon needs
+# the libvirt-qemu user, the kvm group and its runtime folders, which a container lacks.
+set -euo pipefail
+getent group kvm >/dev/null || groupadd -r kvm
+getent group libvirt-qemu >/dev/null || groupadd -r libvirt-qemu
+getent group libvirt >/dev/null || groupadd -r libvirt
+id -u libvirt-qemu >/dev/null 2>&1 || useradd -r -g libvirt-qemu -G kvm -d /var/lib/libvirt -s /usr/sbin/nologin libvirt-qemu
+mkdir -p /var/log/libvirt /var/run/libvirt /var/lib/libvirt/images
+pgrep -x virtlogd >/dev/null || virtlogd -d
+if ! pgrep -x libvirtd >/dev/null; then
+  libvirtd -d
+fi
+for _ in $(seq 1 50); do
+  virsh -c test+unix:///default version >/dev/null 2>&1 && exit 0
+  sleep 0.2
+done
+echo "libvirt-up: libvirtd did not answer" >&2
+exit 1

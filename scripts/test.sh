@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# The whole test suite, from a fresh clone: system packages, npm packages, generated bindings,
+# type check, lint, a running libvirtd, then every jest test.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export CHECKPOINT_DISABLE=1
+bash scripts/setup-system.sh
+bash scripts/ensure-node-deps.sh
+echo "== typecheck" && npx tsc --noEmit -p .
+echo "== lint" && npx eslint . && npx prettier --check . >/dev/null
+echo "== libvirtd" && bash scripts/libvirt-up.sh
+echo "== jest" && npx jest --ci "$@"

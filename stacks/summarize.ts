@@ -1,0 +1,24 @@
+// The README's main command: synthesize the example stacks (as `cdktf synth` does) and print
+// what each pool will create and where the Terraform JSON is.
+import { App } from "cdktf";
+import { readFileSync } from "node:fs";
+import { join, relative } from "node:path";
+import { describePlan } from "../core";
+import { VmPool } from "../constructs";
+import { LinuxDesktopPoolStack } from "../examples/linux-desktop-pool";
+
+const outdir = process.env.VMPOOLS_OUTDIR ?? "cdktf.out";
+const app = new App({ outdir });
+const stacks = [new LinuxDesktopPoolStack(app, "linux-desktop-pool")];
+app.synth();
+
+for (const stack of stacks) {
+  const file = join(outdir, "stacks", stack.node.id, "cdk.tf.json");
+  const json = JSON.parse(readFileSync(file, "utf8")) as { resource: Record<string, Record<string, unknown>> };
+  const counts = Object.entries(json.resource).map(([type, r]) => `${Object.keys(r).length} ${type}`);
+  for (const pool of stack.node.findAll().filter((c): c is VmPool => c instanceof VmPool)) {
+    console.log(describePlan(pool.plan));
+  }
+  console.log(`\nStack ${stack.node.id}: ${counts.join(", ")}`);
+  console.log(`Terraform JSON: ${relative(process.cwd(), file)}  (deploy with: npx cdktf deploy ${stack.node.id})`);
+}
