@@ -5,6 +5,6 @@ module.exports = {
   testMatch: ["**/*.test.ts"],
   // Type checking is `npm run typecheck` (tsc); jest only transpiles, which keeps the 7 MB of
   // generated provider bindings cheap to load.
-  transform: { "^.+\\.ts$": ["ts-jest", { isolatedModules: true, diagnostics: false }] },
+  transform: { "^.+\\.ts$": ["ts-jest", { diagnostics: false }] },
   testTimeout: 60000,
 };

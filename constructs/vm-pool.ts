@@ -9,11 +9,10 @@ import {
   type HostRef,
   type VmPoolProps,
 } from "../core";
-import { CloudinitDisk } from "../providers/gen/providers/libvirt/cloudinit-disk";
-import { Domain, type DomainDevicesDisks } from "../providers/gen/providers/libvirt/domain";
-import { Volume } from "../providers/gen/providers/libvirt/volume";
+import type { DomainDevicesDisks } from "../providers/gen/providers/libvirt/domain";
 import { DataExternal } from "../providers/gen/providers/external/data-external";
 import { externalProviderFor, hostProbeAsset, libvirtProviderFor } from "./providers";
+import { cloudinitDiskResource, domainResource, volumeResource, type RenderedResource } from "./rendered-resource";
 
 export type { VmPoolProps } from "../core";
 
@@ -39,9 +38,9 @@ const CREATION_TIME_DOMAIN_ATTRIBUTES = [
 
 export interface PoolMemberResources {
   readonly plan: VmPlan;
-  readonly systemVolume: Volume;
-  readonly configVolume?: Volume;
-  readonly domain: Domain;
+  readonly systemVolume: RenderedResource;
+  readonly configVolume?: RenderedResource;
+  readonly domain: RenderedResource;
 }
 
 /**
@@ -110,10 +109,10 @@ export class VmPool extends Construct {
     const provider = libvirtProviderFor(this, m.host);
     const storagePool = this.storagePool(probe);
     const lifecycle = { ignoreChanges: "all" as const, preventDestroy: pool.deleteProtection };
+    const volumeMeta = { provider, lifecycle };
 
     const [system, config] = [m.disks.find((d) => d.role === "system")!, m.disks.find((d) => d.role === "config")];
-    const systemVolume = new Volume(scope, "system-disk", {
-      provider,
+    const systemVolume = volumeResource(scope, "system-disk", volumeMeta, {
       name: system.volumeName,
       pool: storagePool,
       capacity: system.capacityGiB,
@@ -124,41 +123,44 @@ export class VmPool extends Construct {
         format: { type: system.backingStore.format },
       },
       create: system.copyOf ? { content: { url: system.copyOf } } : undefined,
-      lifecycle,
     });
 
-    let configVolume: Volume | undefined;
+    let configVolume: RenderedResource | undefined;
     if (config && m.configMedia) {
       const media = m.configMedia.media;
-      const iso = new CloudinitDisk(scope, "cloud-init", {
-        provider,
-        name: `${m.name}-cloud-init`,
-        metaData: media.metaData,
-        userData: media.userData,
-        networkConfig: media.networkConfig,
-        lifecycle: { ignoreChanges: "all" },
-      });
-      configVolume = new Volume(scope, "cloud-init-volume", {
-        provider,
+      const iso = cloudinitDiskResource(
+        scope,
+        "cloud-init",
+        { provider, lifecycle: { ignoreChanges: "all" } },
+        {
+          name: `${m.name}-cloud-init`,
+          metaData: media.metaData,
+          userData: media.userData,
+          networkConfig: media.networkConfig,
+        },
+      );
+      configVolume = volumeResource(scope, "cloud-init-volume", volumeMeta, {
         name: config.volumeName,
         pool: storagePool,
         target: { format: { type: "raw" } },
-        create: { content: { url: iso.path } },
-        lifecycle,
+        create: { content: { url: iso.getStringAttribute("path") } },
       });
     }
 
-    const disk = (d: DiskPlan, volume: Volume): DomainDevicesDisks => ({
+    const disk = (d: DiskPlan, volume: RenderedResource): DomainDevicesDisks => ({
       device: d.device,
       readOnly: d.readOnly || undefined,
-      source: { volume: { pool: volume.pool, volume: volume.name } },
+      source: { volume: { pool: volume.getStringAttribute("pool"), volume: volume.getStringAttribute("name") } },
       driver: { name: "qemu", type: d.format },
       target: { dev: d.targetDev, bus: d.bus },
       boot: d.bootOrder === undefined ? undefined : { order: d.bootOrder },
     });
 
-    const domain = new Domain(scope, "domain", {
+    const domainMeta = {
       provider,
+      lifecycle: { ignoreChanges: CREATION_TIME_DOMAIN_ATTRIBUTES, preventDestroy: pool.deleteProtection },
+    };
+    const domain = domainResource(scope, "domain", domainMeta, {
       name: m.name,
       type: m.domainType,
       description: m.description || undefined,
@@ -207,7 +209,6 @@ export class VmPool extends Construct {
       },
       metadata: { xml: m.metadataXml },
       running: false,
-      lifecycle: { ignoreChanges: CREATION_TIME_DOMAIN_ATTRIBUTES, preventDestroy: pool.deleteProtection },
     });
     return { plan: m, systemVolume, configVolume, domain };
   }

@@ -2,7 +2,7 @@
 // providers/schema/. Reproducible: same schema in, same files out (checked by `npm test`).
 // Only the resources the project uses are generated, which keeps `tsc` fast.
 import { readFileSync, rmSync } from "node:fs";
-import { dirname, join } from "node:path";
+import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { generateProviderBindingsFromSchema } from "@cdktf/provider-generator";
 
@@ -33,7 +33,7 @@ function pick(all, names) {
   );
 }
 
-const out = join(here, "gen");
+const out = process.argv[2] ? resolve(process.argv[2]) : join(here, "gen");
 rmSync(out, { recursive: true, force: true });
 for (const p of PROVIDERS) {
   const full = JSON.parse(readFileSync(join(here, "schema", p.file), "utf8"));

@@ -1,0 +1,8 @@
+#!/usr/bin/env bash
+# Benchmarks, on compiled JS; results go into docs/benchmarks.md with the machine line they print.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/ensure-node-deps.sh >&2
+npx tsc -p . --outDir dist
+mkdir -p dist/constructs/assets && cp constructs/assets/* dist/constructs/assets/
+node dist/bench/synth.js

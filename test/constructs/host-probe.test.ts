@@ -1,0 +1,94 @@
+import { execFileSync } from "node:child_process";
+import { writeFileSync, mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import type { ChildProcess } from "node:child_process";
+import { TEST_URI, holdTestDriver, releaseTestDriver, requireLibvirtd, virsh } from "../support/libvirt";
+
+const PROBE = join(__dirname, "../../constructs/assets/host-probe.cjs");
+const suffix = `${process.pid}`;
+
+function probe(query: Record<string, string>): Record<string, string> {
+  return JSON.parse(execFileSync("node", [PROBE], { input: JSON.stringify(query), encoding: "utf8" }));
+}
+
+describe("plan-time host probe against a real libvirtd", () => {
+  let holder: ChildProcess;
+  const dir = mkdtempSync(join(tmpdir(), "vmpools-probe-"));
+  const pools = [`probe-a-${suffix}`, `probe-b-${suffix}`, `probe-c-${suffix}`];
+  const domains = [`ProbePool-003`, `ProbePool-012`, `ProbePool-x`, `Other-020`];
+
+  beforeAll(() => {
+    requireLibvirtd();
+    holder = holdTestDriver();
+    // Wait until the holder's connection is open, so state is shared from here on.
+    for (let i = 0; i < 50 && !virsh(TEST_URI, "list", "--all", "--name").includes("test"); i++);
+    pools.forEach((name, i) => {
+      const xml = join(dir, `${name}.xml`);
+      writeFileSync(xml, `<pool type='dir'><name>${name}</name><target><path>/${name}</path></target></pool>`);
+      virsh(TEST_URI, "pool-define", xml);
+      if (i < 2) virsh(TEST_URI, "pool-start", name);
+    });
+    // The test driver reports 100 GiB per pool; allocations make b the freest, a the fullest.
+    virsh(TEST_URI, "vol-create-as", pools[0]!, "fill", "60G", "--allocation", "60G");
+    virsh(TEST_URI, "vol-create-as", pools[1]!, "fill", "10G", "--allocation", "10G");
+    const base = virsh(TEST_URI, "dumpxml", "test").replace(/<uuid>.*<\/uuid>/, "");
+    for (const d of domains) {
+      const xml = join(dir, `${d}.xml`);
+      writeFileSync(xml, base.replace("<name>test</name>", `<name>${d}</name>`));
+      virsh(TEST_URI, "define", xml);
+    }
+  });
+
+  afterAll(async () => {
+    for (const d of domains) virsh(TEST_URI, "undefine", d);
+    for (const p of pools) {
+      try {
+        virsh(TEST_URI, "pool-destroy", p);
+      } catch {
+        /* the inactive pool */
+      }
+      virsh(TEST_URI, "pool-undefine", p);
+    }
+    await releaseTestDriver(holder);
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  it("picks the candidate with the most free space and finds existing members", () => {
+    const result = probe({
+      uri: TEST_URI,
+      candidates: pools.slice(0, 2).join(","),
+      member_pattern: "^ProbePool-([0-9]{3})$",
+    });
+    expect(result).toEqual({
+      storage_pool: pools[1],
+      available_bytes: String(90 * 1024 ** 3),
+      max_member_index: "12",
+      member_count: "2",
+    });
+  });
+
+  it("skips inactive or unknown pools and reports zero members for a new pool", () => {
+    const result = probe({
+      uri: TEST_URI,
+      candidates: `nope-${suffix},${pools[2]},${pools[0]}`,
+      member_pattern: "^NewPool-([0-9]+)$",
+    });
+    expect(result.storage_pool).toBe(pools[0]);
+    expect(result.max_member_index).toBe("0");
+  });
+
+  it("fails with a clear message when no candidate is usable", () => {
+    let stderr = "";
+    try {
+      probe({ uri: TEST_URI, candidates: `${pools[2]},nope-${suffix}` });
+    } catch (e) {
+      stderr = String((e as { stderr: Buffer }).stderr);
+    }
+    expect(stderr).toMatch(
+      new RegExp(
+        `vmpools host probe: no usable storage pool on ${TEST_URI.replace(/\+/g, "\\+")}: ${pools[2]}: not running; nope-${suffix}: .*`,
+      ),
+    );
+  });
+});

@@ -1,0 +1,298 @@
+import { App, Testing, TerraformStack } from "cdktf";
+import { mkdtempSync, readdirSync, readFileSync, rmSync, statSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join, relative } from "node:path";
+import { VmPool } from "../../constructs";
+import { PoolSpecError, type VmPoolProps } from "../../core";
+import { LinuxDesktopPoolStack } from "../../examples/linux-desktop-pool";
+import { schemaProblems } from "../support/schema-check";
+import { validProps } from "../support/fixtures";
+
+type Json = Record<string, any>; // eslint-disable-line @typescript-eslint/no-explicit-any
+
+function synth(props: VmPoolProps): { json: Json; pool: VmPool } {
+  const app = Testing.app();
+  const stack = new TerraformStack(app, "test");
+  const pool = new VmPool(stack, "MyPool", props);
+  return { json: JSON.parse(Testing.synth(stack)), pool };
+}
+const byName = (group: Json) => Object.fromEntries(Object.values(group).map((r: Json) => [r.name, r]));
+
+describe("VmPool (cdktf)", () => {
+  it("renders a volume, cloud-init media and a domain per member", () => {
+    const { json } = synth(validProps());
+    expect(Object.keys(json.resource.libvirt_domain)).toHaveLength(10);
+    expect(Object.keys(json.resource.libvirt_volume)).toHaveLength(20);
+    expect(Object.keys(json.resource.libvirt_cloudinit_disk)).toHaveLength(10);
+    const domains = byName(json.resource.libvirt_domain);
+    expect(Object.keys(domains).sort()).toEqual(
+      Array.from({ length: 10 }, (_, i) => `MyPool-${String(i + 1).padStart(3, "0")}`),
+    );
+
+    const volumes = byName(json.resource.libvirt_volume);
+    expect(volumes["MyPool-003.qcow2"]).toMatchObject({
+      pool: "default",
+      capacity: 10,
+      capacity_unit: "GiB",
+      target: { format: { type: "qcow2" } },
+      backing_store: { path: "/var/lib/libvirt/images/debian-12.qcow2", format: { type: "qcow2" } },
+    });
+    const isoVolume = volumes["MyPool-003-cloud-init.iso"];
+    const ci = Object.values<Json>(json.resource.libvirt_cloudinit_disk).find(
+      (c) => c.name === "MyPool-003-cloud-init",
+    )!;
+    expect(ci.meta_data).toContain("local-hostname: mypool-003");
+    expect(isoVolume.create.content.url).toMatch(/^\$\{libvirt_cloudinit_disk\..*\.path\}$/);
+
+    const d = domains["MyPool-003"];
+    expect(d).toMatchObject({
+      type: "kvm",
+      memory: 1024,
+      memory_unit: "MiB",
+      vcpu: 2,
+      running: false,
+      features: { acpi: true },
+    });
+    expect(d.devices.disks[0]).toMatchObject({
+      device: "disk",
+      target: { dev: "vda", bus: "virtio" },
+      boot: { order: 1 },
+    });
+    expect(d.devices.disks[0].source.volume.volume).toMatch(/^\$\{libvirt_volume\..*system-disk.*\.name\}$/);
+    expect(d.devices.disks[1]).toMatchObject({ device: "cdrom", read_only: true, target: { bus: "sata" } });
+    expect(d.devices.interfaces).toEqual([{ source: { network: { network: "default" } }, model: { type: "virtio" } }]);
+    expect(d.devices.graphics[0].spice).toMatchObject({
+      auto_port: true,
+      passwd: "${uuid()}",
+      passwd_valid_to: "1970-01-01T00:00:00",
+    });
+    expect(d.devices.serials).toEqual([{ target: { port: 0 } }]);
+    expect(d.devices.consoles).toEqual([{ target: { type: "serial", port: 0 } }]);
+    expect(d.metadata.xml).toContain(
+      '<vmpools:member xmlns:vmpools="https://vmpools.dev/xmlns/pool/1" pool="MyPool-???" cluster="default" index="3">',
+    );
+    expect(d.sys_info[0].smbios.oem_strings.entry).toContain("vmpools:template-version=1");
+    expect(d.provider).toBe("libvirt.host_localhost");
+  });
+
+  it("pins dmacvicar/libvirt to exactly 0.9.7 and configures one provider per host", () => {
+    const { json } = synth(
+      validProps({
+        cluster: {
+          hosts: [
+            { name: "h1", uri: "qemu+ssh://root@h1/system" },
+            { name: "h2", uri: "qemu+ssh://root@h2/system" },
+          ],
+        },
+      }),
+    );
+    expect(json.terraform.required_providers.libvirt).toEqual({
+      source: "registry.terraform.io/dmacvicar/libvirt",
+      version: "0.9.7",
+    });
+    expect(json.provider.libvirt).toEqual([
+      { alias: "host_h1", uri: "qemu+ssh://root@h1/system" },
+      { alias: "host_h2", uri: "qemu+ssh://root@h2/system" },
+    ]);
+    const providers = new Set(Object.values<Json>(json.resource.libvirt_domain).map((d) => d.provider));
+    expect(providers).toEqual(new Set(["libvirt.host_h1", "libvirt.host_h2"]));
+    expect(Object.keys(json.data.external)).toHaveLength(2);
+  });
+
+  it("power state and creation-time settings are left to the reconciler and to new members", () => {
+    const { json } = synth(validProps());
+    for (const d of Object.values<Json>(json.resource.libvirt_domain)) {
+      expect(d.lifecycle.ignore_changes).toEqual(
+        expect.arrayContaining(["running", "devices", "memory", "vcpu", "cpu", "os"]),
+      );
+      // Pool policy must keep reaching existing members.
+      expect(d.lifecycle.ignore_changes).not.toContain("metadata");
+    }
+    for (const v of Object.values<Json>(json.resource.libvirt_volume)) expect(v.lifecycle.ignore_changes).toBe("all");
+  });
+
+  it("delete protection makes Terraform refuse to destroy members", () => {
+    const on = synth(validProps({ deleteProtection: true })).json;
+    for (const group of [on.resource.libvirt_domain, on.resource.libvirt_volume]) {
+      for (const r of Object.values<Json>(group)) expect(r.lifecycle.prevent_destroy).toBe(true);
+    }
+    const off = synth(validProps()).json;
+    for (const r of Object.values<Json>(off.resource.libvirt_domain)) expect(r.lifecycle.prevent_destroy).toBe(false);
+  });
+
+  it("a lower size fails the plan unless allowShrink is set", () => {
+    const guarded = synth(validProps({ size: 7 })).json;
+    const probe = Object.values<Json>(guarded.data.external)[0]!;
+    expect(probe.query).toEqual({
+      uri: "qemu:///system",
+      candidates: "default",
+      member_pattern: "^MyPool-([0-9]{3})$",
+    });
+    expect(probe.lifecycle.postcondition).toEqual([
+      {
+        condition: "${tonumber(self.result.max_member_index) <= 7}",
+        error_message: expect.stringMatching(/lowering size would destroy them.*allowShrink: true/),
+      },
+    ]);
+    expect(probe.program[1]).toMatch(/^\$\{path\.module\}\/assets\/vmpools-host-probe\/[0-9A-F]+\/host-probe\.cjs$/);
+    const allowed = synth(validProps({ size: 7, allowShrink: true })).json;
+    expect(Object.values<Json>(allowed.data.external)[0]!.lifecycle.postcondition).toEqual([]);
+  });
+
+  it("auto-select takes the storage pool from the plan-time probe", () => {
+    const { json } = synth(
+      validProps({
+        resourceAllocation: { disk: { storagePools: [{ name: "a" }, { name: "b" }], autoSelectTarget: true } },
+      }),
+    );
+    for (const v of Object.values<Json>(json.resource.libvirt_volume)) {
+      expect(v.pool).toMatch(/^\$\{data\.external\..*\.result\["storage_pool"\]\}$/);
+    }
+    const fixed = synth(
+      validProps({ resourceAllocation: { disk: { storagePools: [{ name: "a" }, { name: "b" }] } } }),
+    ).json;
+    for (const v of Object.values<Json>(fixed.resource.libvirt_volume)) expect(v.pool).toBe("a");
+  });
+
+  it("renders NUMA, pass-through CPU and raw copies", () => {
+    const numa = synth(validProps({ host: { numa: { nodeCount: 2, tuneMode: "interleave" } } })).json;
+    const d = Object.values<Json>(numa.resource.libvirt_domain)[0]!;
+    expect(d.cpu.numa.cell).toEqual([
+      { cpus: "0", memory: 512, unit: "MiB" },
+      { cpus: "1", memory: 512, unit: "MiB" },
+    ]);
+    expect(d.numa_tune).toEqual({ memory: { mode: "interleave" } });
+    const pt = synth(validProps({ host: { passThroughHostCpu: true, migration: { mode: "none" } } })).json;
+    expect(Object.values<Json>(pt.resource.libvirt_domain)[0]!.cpu).toEqual({ mode: "host-passthrough" });
+    const raw = synth(
+      validProps({ resourceAllocation: { disk: { storagePools: [{ name: "vg", type: "logical" }] } } }),
+    ).json;
+    const v = byName(raw.resource.libvirt_volume)["MyPool-001.img"];
+    expect(v).toMatchObject({
+      target: { format: { type: "raw" } },
+      create: { content: { url: "/var/lib/libvirt/images/debian-12.qcow2" } },
+    });
+    expect(v.backing_store).toBeUndefined();
+  });
+
+  it("bad props fail at synth with the construct path, the value and the fix", () => {
+    expect(() => synth(validProps({ prestarted: 3, type: "manual" }))).toThrow(PoolSpecError);
+    expect(() => synth(validProps({ prestarted: 3, type: "manual" }))).toThrow(
+      /VmPool test\/MyPool: invalid pool definition\n {2}- prestarted = 3: only automatic pools can have prestarted VMs/,
+    );
+  });
+
+  it("warns about high-performance pools through cdktf annotations", () => {
+    const { pool } = synth(validProps({ optimizedFor: "high-performance" }));
+    const warnings = pool.node.metadata.filter((m) => /warn/i.test(m.type)).map((m) => String(m.data));
+    expect(warnings.join()).toMatch(/not recommended for pools/);
+  });
+
+  it("two pools on one host share its provider; one host name with two URIs is an error", () => {
+    const app = Testing.app();
+    const stack = new TerraformStack(app, "test");
+    new VmPool(stack, "A", validProps({ name: "A-??" }));
+    new VmPool(stack, "B", validProps({ name: "B-??" }));
+    expect(JSON.parse(Testing.synth(stack)).provider.libvirt).toHaveLength(1);
+    expect(
+      () =>
+        new VmPool(
+          stack,
+          "C",
+          validProps({ name: "C-??", cluster: { hosts: [{ name: "localhost", uri: "qemu+ssh://x/system" }] } }),
+        ),
+    ).toThrow(
+      /host "localhost" is declared with uri "qemu\+ssh:\/\/x\/system" here and "qemu:\/\/\/system" by another pool/,
+    );
+  });
+});
+
+describe("schema conformance", () => {
+  it.each([
+    ["the example stack", () => new LinuxDesktopPoolStack(Testing.app(), "example")],
+    [
+      "a pool using every setting",
+      () => {
+        const stack = new TerraformStack(Testing.app(), "all");
+        new VmPool(
+          stack,
+          "All",
+          validProps({
+            description: "d",
+            comment: "c",
+            deleteProtection: true,
+            cluster: { hosts: [{ name: "h1", uri: "qemu+ssh://h1/system" }] },
+            host: {
+              startRunningOn: { hosts: ["h1"] },
+              migration: { mode: "none" },
+              passThroughHostCpu: true,
+              numa: { nodeCount: 2, tuneMode: "strict", pinning: [{ virtualNode: 0, hostNodes: [0] }] },
+            },
+            resourceAllocation: { disk: { storagePools: [{ name: "a" }, { name: "b" }], autoSelectTarget: true } },
+            initialRun: { cloudInit: { userData: "packages: [htop]", networkConfig: "version: 2" } },
+          }),
+        );
+        return stack;
+      },
+    ],
+  ])("%s only uses attributes of the pinned schemas, correctly typed", (_, make) => {
+    const json = JSON.parse(Testing.synth(make()));
+    const { problems, checked } = schemaProblems(json);
+    expect(problems).toEqual([]);
+    expect(checked).toBeGreaterThan(20);
+  });
+
+  it("the checker catches a wrong attribute, a wrong type and a missing required attribute", () => {
+    const { problems } = schemaProblems({
+      resource: {
+        libvirt_volume: { v: { name: "x", capacity: "10", bogus: 1 } },
+        libvirt_domain: { d: { name: "n", devices: { disks: [{ target: { dev: 1 } }] } } },
+      },
+    });
+    expect(problems).toEqual(
+      expect.arrayContaining([
+        'resource.libvirt_volume.v.capacity: expected number, got "10"',
+        "resource.libvirt_volume.v.bogus: not in the provider schema",
+        "resource.libvirt_volume.v.pool: required attribute missing",
+        "resource.libvirt_domain.d.devices.disks[0].target.dev: expected string, got 1",
+        "resource.libvirt_domain.d.type: required attribute missing",
+      ]),
+    );
+  });
+});
+
+describe("determinism", () => {
+  function fullSynth(): string {
+    const outdir = mkdtempSync(join(tmpdir(), "vmpools-synth-"));
+    const app = new App({ outdir });
+    new LinuxDesktopPoolStack(app, "linux-desktop-pool");
+    app.synth();
+    return outdir;
+  }
+  function files(dir: string): Map<string, Buffer> {
+    const out = new Map<string, Buffer>();
+    const walk = (d: string) => {
+      for (const e of readdirSync(d)) {
+        const p = join(d, e);
+        if (statSync(p).isDirectory()) walk(p);
+        else out.set(relative(dir, p), readFileSync(p));
+      }
+    };
+    walk(dir);
+    return out;
+  }
+
+  it("two synths of the same stack are byte-identical (JSON and assets)", () => {
+    const [a, b] = [fullSynth(), fullSynth()];
+    try {
+      const fa = files(a);
+      const fb = files(b);
+      expect([...fb.keys()].sort()).toEqual([...fa.keys()].sort());
+      expect([...fa.keys()].some((k) => k.endsWith("cdk.tf.json"))).toBe(true);
+      for (const [k, v] of fa) expect(fb.get(k)!.equals(v)).toBe(true);
+    } finally {
+      rmSync(a, { recursive: true, force: true });
+      rmSync(b, { recursive: true, force: true });
+    }
+  });
+});

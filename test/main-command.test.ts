@@ -1,0 +1,43 @@
+import { execFileSync } from "node:child_process";
+import { existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+
+const ROOT = join(__dirname, "..");
+
+describe("README commands", () => {
+  it("the main command synthesizes the example and prints its summary", () => {
+    const out = mkdtempSync(join(tmpdir(), "vmpools-main-"));
+    try {
+      const stdout = execFileSync("npx", ["ts-node", "--transpile-only", "stacks/summarize.ts"], {
+        cwd: ROOT,
+        encoding: "utf8",
+        env: { ...process.env, VMPOOLS_OUTDIR: out },
+      });
+      expect(stdout).toContain("Pool MyPool-???: 10 members (MyPool-001 … MyPool-010)");
+      expect(stdout).toContain(
+        "prestarted: 2 kept up and idle by the reconciler (first picks: MyPool-001, MyPool-002)",
+      );
+      expect(stdout).toMatch(/MyPool-010 +host localhost +hostname mypool-010 +vda=MyPool-010.qcow2/);
+      expect(stdout).toContain("10 libvirt_cloudinit_disk, 10 libvirt_domain, 20 libvirt_volume");
+      expect(existsSync(join(out, "stacks/linux-desktop-pool/cdk.tf.json"))).toBe(true);
+    } finally {
+      rmSync(out, { recursive: true, force: true });
+    }
+  });
+
+  it("`npx cdktf synth` works offline", () => {
+    const out = mkdtempSync(join(tmpdir(), "vmpools-cdktf-"));
+    try {
+      execFileSync("npx", ["cdktf", "synth", "--output", out], {
+        cwd: ROOT,
+        stdio: "pipe",
+        env: { ...process.env, CHECKPOINT_DISABLE: "1" },
+      });
+      const json = JSON.parse(readFileSync(join(out, "stacks/linux-desktop-pool/cdk.tf.json"), "utf8"));
+      expect(Object.keys(json.resource.libvirt_domain)).toHaveLength(10);
+    } finally {
+      rmSync(out, { recursive: true, force: true });
+    }
+  });
+});
