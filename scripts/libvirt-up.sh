@@ -7,12 +7,16 @@ getent group libvirt-qemu >/dev/null || groupadd -r libvirt-qemu
 getent group libvirt >/dev/null || groupadd -r libvirt
 id -u libvirt-qemu >/dev/null 2>&1 || useradd -r -g libvirt-qemu -G kvm -d /var/lib/libvirt -s /usr/sbin/nologin libvirt-qemu
 mkdir -p /var/log/libvirt /var/run/libvirt /var/lib/libvirt/images
+# libvirt probes qemu with KVM and checks /dev/kvm as libvirt-qemu; a container's root-only
+# /dev/kvm makes it re-probe qemu on every call (seconds per virsh command). Debian's udev
+# normally gives the device to the kvm group.
+if [ -e /dev/kvm ]; then chgrp kvm /dev/kvm && chmod 0660 /dev/kvm; fi
 pgrep -x virtlogd >/dev/null || virtlogd -d
 if ! pgrep -x libvirtd >/dev/null; then
   libvirtd -d
 fi
 for _ in $(seq 1 50); do
-  virsh -c test+unix:///default version >/dev/null 2>&1 && exit 0
+  virsh -c test+unix:///default uri >/dev/null 2>&1 && exit 0
   sleep 0.2
 done
 echo "libvirt-up: libvirtd did not answer" >&2
