@@ -1,0 +1,334 @@
+import { execFile } from "node:child_process";
+import { randomUUID } from "node:crypto";
+import { mkdtemp, rm, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { METADATA_NAMESPACE, METADATA_PREFIX } from "../../core/metadata";
+import { escapeXml } from "../../core/xml";
+import { VirshError, VirshSession, type VirshSessionOptions } from "./virsh-session";
+
+/** Domain states as virsh names them (`virsh domstate`). */
+export const DOMAIN_STATES = [
+  "no state",
+  "running",
+  "idle",
+  "paused",
+  "in shutdown",
+  "shut off",
+  "crashed",
+  "pmsuspended",
+] as const;
+export type DomainState = (typeof DOMAIN_STATES)[number];
+
+export interface DomainInfo {
+  readonly name: string;
+  readonly uuid: string;
+  readonly state: DomainState;
+  /** The domain's element in the metadata namespace asked for, with `xmlns` set; absent when it has none. */
+  readonly metadataXml?: string;
+}
+
+export interface ListDomainsOptions {
+  /**
+   * Fetch each domain's metadata element: one libvirt call per domain. Without it a listing
+   * costs four calls, e.g. for a frequent resync that fetches metadata only for new UUIDs.
+   * @default true
+   */
+  readonly metadata?: boolean;
+  /** @default METADATA_NAMESPACE (the pool member metadata) */
+  readonly metadataUri?: string;
+}
+
+export interface OverlayVolumeSpec {
+  /** Absolute path of the base image the overlay reads through to. */
+  readonly backingPath: string;
+  /** Format of the base image, e.g. `qcow2` or `raw`. */
+  readonly backingFormat: string;
+  readonly capacityBytes: number;
+  /** @default "qcow2" */
+  readonly format?: string;
+}
+
+/** `acpi` presses the power button; `agent` asks the guest agent. */
+export type ShutdownMode = "acpi" | "agent" | "initctl" | "signal" | "paravirt";
+
+export interface MigrateOptions {
+  /** @default true */
+  readonly live?: boolean;
+  /** Define the domain on the destination. @default true */
+  readonly persistent?: boolean;
+  /** Remove the definition from the source once migrated. @default true */
+  readonly undefineSource?: boolean;
+  /** @default false */
+  readonly autoConverge?: boolean;
+  /** @default false */
+  readonly compressed?: boolean;
+  /** Maximum tolerable pause at the end of a live migration. @default libvirt's (300 ms) */
+  readonly maxDowntimeMs?: number;
+  /** Bandwidth cap in MiB/s. @default unlimited */
+  readonly bandwidthMiBs?: number;
+  /** Give up (and fail) after this long. @default 3600000 */
+  readonly timeoutMs?: number;
+}
+
+/** What the reconciler needs from libvirt; one instance talks to one connection URI. */
+export interface LibvirtDriver {
+  /** Every defined or running domain with its state and, when present, its metadata element. */
+  listDomains(options?: ListDomainsOptions): Promise<readonly DomainInfo[]>;
+  domainState(name: string): Promise<DomainState>;
+  /** Defines (or redefines) a persistent domain from its XML. */
+  defineDomain(xml: string): Promise<void>;
+  undefineDomain(name: string): Promise<void>;
+  start(name: string): Promise<void>;
+  /** Asks the guest to power off (ACPI by default); returns before the guest is down. */
+  shutdown(name: string, mode?: ShutdownMode): Promise<void>;
+  /** Powers the domain off at once, like pulling the plug. */
+  destroy(name: string): Promise<void>;
+  /** Replaces the domain's element in namespace `uri`, in its persistent config and, if running, live. */
+  setMetadata(name: string, uri: string, xml: string, key?: string): Promise<void>;
+  /** The domain's element in namespace `uri` (with `xmlns` set), or undefined when it has none. */
+  getMetadata(name: string, uri: string): Promise<string | undefined>;
+  volumePath(pool: string, name: string): Promise<string>;
+  volumeXml(pool: string, name: string): Promise<string>;
+  deleteVolume(pool: string, name: string): Promise<void>;
+  /** Creates a copy-on-write volume over a base image; resolves with the new volume's path. */
+  createOverlayVolume(pool: string, name: string, spec: OverlayVolumeSpec): Promise<string>;
+  migrate(name: string, destinationUri: string, options?: MigrateOptions): Promise<void>;
+  close(): Promise<void>;
+}
+
+/** {@link LibvirtDriver} over one persistent virsh session (plus one-off virsh processes for migrations). */
+export class VirshDriver implements LibvirtDriver {
+  readonly session: VirshSession;
+  private tempDir?: Promise<string>;
+
+  constructor(private readonly options: VirshSessionOptions) {
+    this.session = new VirshSession(options);
+  }
+
+  async listDomains(options: ListDomainsOptions = {}): Promise<readonly DomainInfo[]> {
+    const uri = options.metadataUri ?? METADATA_NAMESPACE;
+    // Four list calls instead of one state query per domain; the metadata queries below are
+    // pipelined on the session, so 1000 domains cost 1000 RPCs but no round trips between them.
+    const [all, running, paused, shutOff] = await Promise.all([
+      this.session.run(["list", "--all", "--uuid", "--name"]),
+      this.session.run(["list", "--all", "--state-running", "--uuid"]),
+      this.session.run(["list", "--all", "--state-paused", "--uuid"]),
+      this.session.run(["list", "--all", "--state-shutoff", "--uuid"]),
+    ]);
+    const states = new Map<string, DomainState | "ambiguous">();
+    for (const [state, text] of [
+      ["running", running],
+      ["paused", paused],
+      ["shut off", shutOff],
+    ] as const) {
+      for (const uuid of lines(text)) states.set(uuid, states.has(uuid) ? "ambiguous" : state);
+    }
+    const domains = lines(all).map((l) => ({ uuid: l.slice(0, 36), name: l.slice(37) }));
+    const found = await Promise.all(
+      domains.map(async ({ uuid, name }): Promise<DomainInfo | undefined> => {
+        try {
+          const known = states.get(uuid);
+          // Other states, and domains that changed state between the list calls, are asked for.
+          const [state, metadataXml] = await Promise.all([
+            known === undefined || known === "ambiguous" ? this.domainState(uuid) : known,
+            options.metadata === false ? undefined : this.getMetadata(uuid, uri),
+          ]);
+          return metadataXml === undefined ? { name, uuid, state } : { name, uuid, state, metadataXml };
+        } catch (e) {
+          // Undefined since the list call.
+          if (e instanceof VirshError && e.notFound) return undefined;
+          throw e;
+        }
+      }),
+    );
+    return found.filter((d): d is DomainInfo => d !== undefined);
+  }
+
+  async domainState(name: string): Promise<DomainState> {
+    const text = (await this.session.run(["domstate", "--domain", name])).trim();
+    const state = DOMAIN_STATES.find((s) => s === text);
+    if (!state) throw new Error(`virsh domstate ${name}: unexpected state '${text}'`);
+    return state;
+  }
+
+  async defineDomain(xml: string): Promise<void> {
+    await this.withTempFile(xml, (file) => this.session.run(["define", "--file", file]));
+  }
+
+  async undefineDomain(name: string): Promise<void> {
+    // Metadata of snapshots, checkpoints and managed saves would otherwise block the undefine.
+    const args = ["undefine", "--domain", name, "--managed-save", "--snapshots-metadata", "--checkpoints-metadata"];
+    try {
+      await this.session.run(args);
+    } catch (e) {
+      // UEFI guests refuse to undefine while they own an NVRAM file; not every driver knows --nvram.
+      if (!(e instanceof VirshError && /nvram/i.test(e.detail))) throw e;
+      await this.session.run([...args, "--nvram"]);
+    }
+  }
+
+  async start(name: string): Promise<void> {
+    await this.session.run(["start", "--domain", name]);
+  }
+
+  async shutdown(name: string, mode: ShutdownMode = "acpi"): Promise<void> {
+    try {
+      await this.session.run(["shutdown", "--domain", name, "--mode", mode]);
+    } catch (e) {
+      // Drivers without shutdown modes (e.g. the test driver) only know their default method.
+      if (!(e instanceof VirshError && /unsupported flags/.test(e.detail))) throw e;
+      await this.session.run(["shutdown", "--domain", name]);
+    }
+  }
+
+  async destroy(name: string): Promise<void> {
+    await this.session.run(["destroy", "--domain", name]);
+  }
+
+  async setMetadata(name: string, uri: string, xml: string, key: string = METADATA_PREFIX): Promise<void> {
+    const args = ["metadata", "--domain", name, "--uri", uri, "--key", key, "--set", toVirshMetadata(xml, uri)];
+    try {
+      await this.session.run([...args, "--live", "--config"]);
+    } catch (e) {
+      if (!(e instanceof VirshError && /domain is not running/.test(e.detail))) throw e;
+      await this.session.run([...args, "--config"]);
+    }
+  }
+
+  async getMetadata(name: string, uri: string): Promise<string | undefined> {
+    let xml: string;
+    try {
+      xml = (await this.session.run(["metadata", "--domain", name, "--uri", uri])).trim();
+    } catch (e) {
+      if (e instanceof VirshError && /metadata not found/i.test(e.detail)) return undefined;
+      throw e;
+    }
+    if (xml === "") return undefined;
+    // libvirt returns the element without its namespace; put it back so the XML says what it is.
+    return /^<[^>]*\sxmlns=/.test(xml) ? xml : xml.replace(/^<([A-Za-z_][\w.-]*)/, `<$1 xmlns="${escapeXml(uri)}"`);
+  }
+
+  async volumePath(pool: string, name: string): Promise<string> {
+    return (await this.session.run(["vol-path", "--pool", pool, "--vol", name])).trim();
+  }
+
+  async volumeXml(pool: string, name: string): Promise<string> {
+    return this.session.run(["vol-dumpxml", "--pool", pool, "--vol", name]);
+  }
+
+  async deleteVolume(pool: string, name: string): Promise<void> {
+    await this.session.run(["vol-delete", "--pool", pool, "--vol", name]);
+  }
+
+  async createOverlayVolume(pool: string, name: string, spec: OverlayVolumeSpec): Promise<string> {
+    if (!Number.isSafeInteger(spec.capacityBytes) || spec.capacityBytes <= 0) {
+      throw new Error(`overlay ${name}: capacityBytes must be a positive integer, got ${spec.capacityBytes}`);
+    }
+    // XML rather than vol-create-as: --backing-vol must be a volume libvirt knows, while base
+    // images may live outside any storage pool.
+    const xml =
+      `<volume><name>${escapeXml(name)}</name><capacity unit="bytes">${spec.capacityBytes}</capacity>` +
+      `<target><format type="${escapeXml(spec.format ?? "qcow2")}"/></target>` +
+      `<backingStore><path>${escapeXml(spec.backingPath)}</path><format type="${escapeXml(spec.backingFormat)}"/></backingStore>` +
+      `</volume>`;
+    await this.withTempFile(xml, (file) => this.session.run(["vol-create", "--pool", pool, "--file", file]));
+    return this.volumePath(pool, name);
+  }
+
+  async migrate(name: string, destinationUri: string, options: MigrateOptions = {}): Promise<void> {
+    const flag = (on: boolean | undefined, f: string) => (on ? [f] : []);
+    const args = [
+      "-q",
+      "-c",
+      this.options.uri,
+      "migrate",
+      "--domain",
+      name,
+      "--desturi",
+      destinationUri,
+      ...flag(options.live ?? true, "--live"),
+      ...flag(options.persistent ?? true, "--persistent"),
+      ...flag(options.undefineSource ?? true, "--undefinesource"),
+      ...flag(options.autoConverge, "--auto-converge"),
+      ...flag(options.compressed, "--compressed"),
+      ...(options.bandwidthMiBs === undefined ? [] : ["--bandwidth", String(options.bandwidthMiBs)]),
+    ];
+    // A migration takes seconds to minutes: it gets its own virsh process so the session keeps
+    // serving everything else meanwhile.
+    const migration = new Promise<void>((resolve, reject) => {
+      execFile(
+        this.options.virshPath ?? "virsh",
+        args,
+        { env: { ...process.env, LC_ALL: "C.UTF-8" }, timeout: options.timeoutMs ?? 3_600_000 },
+        (error, _stdout, stderr) => {
+          if (!error) resolve();
+          else
+            reject(
+              new VirshError(
+                ["migrate", name, destinationUri],
+                stderr.replace(/^error: /gm, "").trim() || error.message,
+              ),
+            );
+        },
+      );
+    });
+    if (options.maxDowntimeMs !== undefined) {
+      await this.setMaxDowntimeDuring(name, options.maxDowntimeMs, migration);
+    }
+    await migration;
+  }
+
+  async close(): Promise<void> {
+    await this.session.close();
+    if (this.tempDir) await rm(await this.tempDir, { recursive: true, force: true });
+  }
+
+  // libvirt only accepts a downtime limit while the migration job runs, so wait for the job.
+  private async setMaxDowntimeDuring(name: string, downtimeMs: number, migration: Promise<void>): Promise<void> {
+    let done = false;
+    migration.then(
+      () => (done = true),
+      () => (done = true),
+    );
+    while (!done) {
+      const job = await this.session.run(["domjobinfo", "--domain", name]).catch(() => "");
+      if (/^Job type:\s+(Unbounded|Bounded)/m.test(job)) {
+        await this.session.run(["migrate-setmaxdowntime", "--domain", name, "--downtime", String(downtimeMs)]);
+        return;
+      }
+      await new Promise((r) => setTimeout(r, 50));
+    }
+  }
+
+  private async withTempFile<T>(content: string, use: (file: string) => Promise<T>): Promise<T> {
+    this.tempDir ??= mkdtemp(join(tmpdir(), "vmpools-virsh-"));
+    const file = join(await this.tempDir, `${randomUUID()}.xml`);
+    await writeFile(file, content, { mode: 0o600 });
+    try {
+      return await use(file);
+    } finally {
+      await rm(file, { force: true });
+    }
+  }
+}
+
+function lines(text: string): string[] {
+  return text.split("\n").filter((l) => l.trim() !== "");
+}
+
+/**
+ * virsh's `metadata --set` wants the element without our namespace (libvirt adds it from
+ * `--uri`/`--key` and refuses a second declaration) and on one line (one command per line).
+ * Literal tabs and newlines become spaces, which XML treats alike between and inside attributes.
+ */
+function toVirshMetadata(xml: string, uri: string): string {
+  let out = xml.trim().replace(/[\t\r\n]+/g, " ");
+  const escaped = uri.replace(/[.*+?^${}()|[\]\\]/g, "\\$&");
+  const prefixed = new RegExp(`\\sxmlns:([A-Za-z_][\\w.-]*)=(["'])${escaped}\\2`).exec(out);
+  if (prefixed) {
+    const p = prefixed[1]!;
+    out = out.replace(prefixed[0], "").replace(new RegExp(`<(/?)${p}:`, "g"), "<$1");
+  }
+  return out.replace(new RegExp(`\\sxmlns=(["'])${escaped}\\1`), "");
+}
