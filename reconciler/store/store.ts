@@ -1,0 +1,353 @@
+import { randomUUID } from "node:crypto";
+import Database from "better-sqlite3";
+import { migrate } from "./schema";
+
+export { SchemaTooNewError, SCHEMA_VERSION } from "./schema";
+
+/** How a VM came to be held: taken by the user, or handed out / accessed by an admin. */
+export type AssignedHow = "user" | "admin";
+
+export interface Assignment {
+  readonly pool: string;
+  readonly vm: string;
+  readonly user: string;
+  /** Epoch milliseconds. */
+  readonly since: number;
+  readonly how: AssignedHow;
+  /** An admin wrote to this VM: per the seed it is not stateless, so return must not discard its disk blindly. */
+  readonly adminAccess: boolean;
+}
+
+export type IntentKind = "take" | "return" | "revert" | "prestart" | "detach";
+export type IntentState = "pending" | "done" | "failed";
+
+export interface Intent {
+  readonly id: string;
+  readonly kind: IntentKind;
+  readonly pool: string;
+  readonly vm: string;
+  readonly user?: string;
+  readonly state: IntentState;
+  /** Failed attempts so far. */
+  readonly attempts: number;
+  /** Epoch ms before which a retry should not run; null = now. */
+  readonly nextAttemptAt: number | null;
+  readonly lastError: string | null;
+  readonly createdAt: number;
+  readonly updatedAt: number;
+}
+
+export type JsonValue = string | number | boolean | null | readonly JsonValue[] | { readonly [key: string]: JsonValue };
+/** Per-user console settings for a pool, e.g. `{ fullScreen: true, usbAutoShare: false }`. */
+export type ConsoleOptions = { readonly [key: string]: JsonValue };
+
+export type ClaimResult =
+  { readonly vm: string; readonly intentId: string } | { readonly refused: "limit" | "none-free" };
+
+/** A user tried to return a VM that someone else holds. */
+export class NotHolderError extends Error {
+  constructor(
+    readonly pool: string,
+    readonly vm: string,
+    readonly holder: string,
+    readonly requestedBy: string,
+  ) {
+    super(`${pool}/${vm} is held by another user; ${requestedBy} can only return their own VMs`);
+    this.name = "NotHolderError";
+  }
+}
+
+interface AssignmentRow {
+  pool: string;
+  vm: string;
+  user: string;
+  since: number;
+  how: AssignedHow;
+  admin_access: 0 | 1;
+}
+
+interface IntentRow {
+  id: string;
+  kind: IntentKind;
+  pool: string;
+  vm: string;
+  user: string | null;
+  state: IntentState;
+  attempts: number;
+  next_attempt_at: number | null;
+  last_error: string | null;
+  created_at: number;
+  updated_at: number;
+}
+
+const toAssignment = (r: AssignmentRow): Assignment => ({
+  pool: r.pool,
+  vm: r.vm,
+  user: r.user,
+  since: r.since,
+  how: r.how,
+  adminAccess: r.admin_access === 1,
+});
+
+const toIntent = (r: IntentRow): Intent => ({
+  id: r.id,
+  kind: r.kind,
+  pool: r.pool,
+  vm: r.vm,
+  ...(r.user === null ? {} : { user: r.user }),
+  state: r.state,
+  attempts: r.attempts,
+  nextAttemptAt: r.next_attempt_at,
+  lastError: r.last_error,
+  createdAt: r.created_at,
+  updatedAt: r.updated_at,
+});
+
+/** Every statement, prepared once per connection. */
+const statements = (db: Database.Database) => ({
+  countHeld: db
+    .prepare<[string, string], number>("SELECT count(*) FROM assignments WHERE pool = ? AND user = ?")
+    .pluck(),
+  // Picks the first candidate nobody holds inside SQLite: one call however stale the caller's list is.
+  assignFirstFree: db
+    .prepare<
+      [{ pool: string; user: string; since: number; how: AssignedHow; adminAccess: number; candidates: string }],
+      string
+    >(
+      `INSERT INTO assignments (pool, vm, user, since, how, admin_access)
+       SELECT @pool, c.value, @user, @since, @how, @adminAccess FROM json_each(@candidates) AS c
+       WHERE NOT EXISTS (SELECT 1 FROM assignments AS a WHERE a.pool = @pool AND a.vm = c.value)
+       ORDER BY c.key LIMIT 1
+       RETURNING vm`,
+    )
+    .pluck(),
+  holder: db.prepare<[string, string], AssignmentRow>("SELECT * FROM assignments WHERE pool = ? AND vm = ?"),
+  unassign: db.prepare<[string, string]>("DELETE FROM assignments WHERE pool = ? AND vm = ?"),
+  unassignPool: db.prepare<[string]>("DELETE FROM assignments WHERE pool = ?"),
+  markAdmin: db.prepare<[string, string]>("UPDATE assignments SET admin_access = 1 WHERE pool = ? AND vm = ?"),
+  all: db.prepare<[], AssignmentRow>("SELECT * FROM assignments ORDER BY pool, vm"),
+  inPool: db.prepare<[string], AssignmentRow>("SELECT * FROM assignments WHERE pool = ? ORDER BY vm"),
+  byUser: db.prepare<[string], AssignmentRow>("SELECT * FROM assignments WHERE user = ? ORDER BY pool, vm"),
+  byUserInPool: db.prepare<[string, string], AssignmentRow>(
+    "SELECT * FROM assignments WHERE user = ? AND pool = ? ORDER BY vm",
+  ),
+  insertIntent: db.prepare<[string, IntentKind, string, string, string | null, number, number]>(
+    "INSERT INTO intents (id, kind, pool, vm, user, state, created_at, updated_at) VALUES (?, ?, ?, ?, ?, 'pending', ?, ?)",
+  ),
+  intent: db.prepare<[string], IntentRow>("SELECT * FROM intents WHERE id = ?"),
+  completeIntent: db.prepare<[number, string]>(
+    "UPDATE intents SET state = 'done', next_attempt_at = NULL, updated_at = ? WHERE id = ? AND state = 'pending'",
+  ),
+  failIntent: db.prepare<[IntentState, number | null, string, number, string]>(
+    `UPDATE intents SET state = ?, attempts = attempts + 1, next_attempt_at = ?, last_error = ?, updated_at = ?
+       WHERE id = ? AND state = 'pending'`,
+  ),
+  pending: db.prepare<[], IntentRow>("SELECT * FROM intents WHERE state = 'pending' ORDER BY created_at, rowid"),
+  pendingDue: db.prepare<[number], IntentRow>(
+    `SELECT * FROM intents WHERE state = 'pending' AND (next_attempt_at IS NULL OR next_attempt_at <= ?)
+       ORDER BY created_at, rowid`,
+  ),
+  cancelVmIntents: db.prepare<[string, number, string, string]>(
+    `UPDATE intents SET state = 'failed', last_error = ?, next_attempt_at = NULL, updated_at = ?
+       WHERE pool = ? AND vm = ? AND state = 'pending' AND kind <> 'detach'`,
+  ),
+  cancelPoolIntents: db.prepare<[string, number, string]>(
+    `UPDATE intents SET state = 'failed', last_error = ?, next_attempt_at = NULL, updated_at = ?
+       WHERE pool = ? AND state = 'pending' AND kind <> 'detach'`,
+  ),
+  pruneIntents: db.prepare<[number]>("DELETE FROM intents WHERE state <> 'pending' AND updated_at < ?"),
+  setConsole: db.prepare<[string, string, string, number]>(
+    `INSERT INTO console_options (pool, user, options, updated_at) VALUES (?, ?, ?, ?)
+       ON CONFLICT (pool, user) DO UPDATE SET options = excluded.options, updated_at = excluded.updated_at`,
+  ),
+  console: db
+    .prepare<[string, string], string>("SELECT options FROM console_options WHERE pool = ? AND user = ?")
+    .pluck(),
+  forgetConsole: db.prepare<[string]>("DELETE FROM console_options WHERE pool = ?"),
+});
+
+const DETACHED = "cancelled: VM detached from its pool";
+
+/**
+ * The reconciler's runtime facts (holders, console defaults, in-flight intents) in one SQLite file.
+ * libvirt stays the source of truth for which VMs exist. All calls are synchronous; every
+ * read-then-write runs in an IMMEDIATE transaction, so several connections or processes on the
+ * same file serialize on SQLite's write lock instead of racing.
+ */
+export class StateStore {
+  private readonly q: ReturnType<typeof statements>;
+
+  private constructor(private readonly db: Database.Database) {
+    this.q = statements(db);
+  }
+
+  /** Opens (creating if needed) and migrates the store; throws SchemaTooNewError for a newer file. */
+  static open(path: string): StateStore {
+    // timeout = busy_timeout: a connection waits this long for another one's write lock before SQLITE_BUSY.
+    const db = new Database(path, { timeout: 10_000 });
+    try {
+      // WAL: readers never block the writer, and a commit survives kill -9 of the process.
+      db.pragma("journal_mode = WAL");
+      // FULL syncs the WAL on every commit, so an intent also survives power loss before its side effect.
+      db.pragma("synchronous = FULL");
+      // Off by default and per connection; on so that references added by later migrations hold.
+      db.pragma("foreign_keys = ON");
+      migrate(db, path);
+      return new StateStore(db);
+    } catch (e) {
+      db.close();
+      throw e;
+    }
+  }
+
+  close(): void {
+    this.db.close();
+  }
+
+  /**
+   * Atomically gives `user` the first of `candidates` (free VMs, in preference order) that nobody
+   * holds, and records a pending "take" intent for the start that follows. Refuses with "limit" when
+   * the user already holds `maxPerUser` VMs in the pool, "none-free" when every candidate is taken.
+   */
+  claim(
+    pool: string,
+    user: string,
+    candidates: readonly string[],
+    maxPerUser: number,
+    how: AssignedHow = "user",
+  ): ClaimResult {
+    if (!(Number.isInteger(maxPerUser) && maxPerUser >= 1) && maxPerUser !== Infinity) {
+      throw new RangeError(`maxPerUser must be an integer ≥ 1 (or Infinity), got ${maxPerUser}`);
+    }
+    return this.db
+      .transaction((): ClaimResult => {
+        if (this.q.countHeld.get(pool, user)! >= maxPerUser) return { refused: "limit" };
+        const now = Date.now();
+        const vm = this.q.assignFirstFree.get({
+          pool,
+          user,
+          since: now,
+          how,
+          adminAccess: how === "admin" ? 1 : 0,
+          candidates: JSON.stringify(candidates),
+        });
+        if (vm === undefined) return { refused: "none-free" };
+        const intentId = randomUUID();
+        this.q.insertIntent.run(intentId, "take", pool, vm, user, now, now);
+        return { vm, intentId };
+      })
+      .immediate();
+  }
+
+  /**
+   * Frees the VM; returns whether it was held. With `byUser`, only that user's own VM is freed
+   * (NotHolderError otherwise); without it the caller acts as admin or as the shutdown handler.
+   */
+  release(pool: string, vm: string, byUser?: string): boolean {
+    return this.db
+      .transaction((): boolean => {
+        const held = this.q.holder.get(pool, vm);
+        if (held === undefined) return false;
+        if (byUser !== undefined && held.user !== byUser) throw new NotHolderError(pool, vm, held.user, byUser);
+        this.q.unassign.run(pool, vm);
+        return true;
+      })
+      .immediate();
+  }
+
+  /** Records that an admin accessed the held VM; returns false when nobody holds it. */
+  markAdminAccess(pool: string, vm: string): boolean {
+    return this.q.markAdmin.run(pool, vm).changes === 1;
+  }
+
+  holder(pool: string, vm: string): Assignment | undefined {
+    const row = this.q.holder.get(pool, vm);
+    return row && toAssignment(row);
+  }
+
+  /** Sorted by pool, then VM name. */
+  assignments(pool?: string): readonly Assignment[] {
+    return (pool === undefined ? this.q.all.all() : this.q.inPool.all(pool)).map(toAssignment);
+  }
+
+  /** Sorted by pool, then VM name. */
+  heldBy(user: string, pool?: string): readonly Assignment[] {
+    return (pool === undefined ? this.q.byUser.all(user) : this.q.byUserInPool.all(user, pool)).map(toAssignment);
+  }
+
+  /** Persists a pending intent; call before the side effect it describes. Returns its id. */
+  beginIntent(kind: IntentKind, pool: string, vm: string, user?: string): string {
+    const id = randomUUID();
+    const now = Date.now();
+    this.q.insertIntent.run(id, kind, pool, vm, user ?? null, now, now);
+    return id;
+  }
+
+  intent(id: string): Intent | undefined {
+    const row = this.q.intent.get(id);
+    return row && toIntent(row);
+  }
+
+  /** Marks a pending intent done; false when it was already finished (recovery may finish twice). */
+  completeIntent(id: string): boolean {
+    if (this.q.completeIntent.run(Date.now(), id).changes === 1) return true;
+    if (this.q.intent.get(id) === undefined) throw new Error(`unknown intent ${id}`);
+    return false;
+  }
+
+  /**
+   * Records a failed attempt. With `retryAt` (epoch ms) the intent stays pending until then;
+   * with null it is given up ("failed") — the caller bounds the attempts.
+   */
+  failIntent(id: string, error: string, retryAt: number | null): Intent {
+    const changed = this.q.failIntent.run(retryAt === null ? "failed" : "pending", retryAt, error, Date.now(), id);
+    const row = this.q.intent.get(id);
+    if (row === undefined) throw new Error(`unknown intent ${id}`);
+    if (changed.changes === 0) throw new Error(`intent ${id} is already ${row.state}`);
+    return toIntent(row);
+  }
+
+  /** Unfinished intents, oldest first; with `dueBy` (epoch ms) only those whose retry time has come. */
+  pendingIntents(dueBy?: number): readonly Intent[] {
+    return (dueBy === undefined ? this.q.pending.all() : this.q.pendingDue.all(dueBy)).map(toIntent);
+  }
+
+  /** Deletes finished (done or failed) intents last touched before `before` (epoch ms); returns how many. */
+  pruneIntents(before: number): number {
+    return this.q.pruneIntents.run(before).changes;
+  }
+
+  /** Remembers `opts` as the user's console defaults for the pool (replacing earlier ones). */
+  setConsoleOptions(pool: string, user: string, opts: ConsoleOptions): void {
+    this.q.setConsole.run(pool, user, JSON.stringify(opts), Date.now());
+  }
+
+  consoleOptions(pool: string, user: string): ConsoleOptions | undefined {
+    const json = this.q.console.get(pool, user);
+    return json === undefined ? undefined : (JSON.parse(json) as ConsoleOptions);
+  }
+
+  /**
+   * The VM leaves its pool (it lives on as an independent VM): drops its holder and cancels its
+   * pending intents other than the detach itself. Returns whether it was held.
+   */
+  forgetVm(pool: string, vm: string): boolean {
+    return this.db
+      .transaction((): boolean => {
+        this.q.cancelVmIntents.run(DETACHED, Date.now(), pool, vm);
+        return this.q.unassign.run(pool, vm).changes === 1;
+      })
+      .immediate();
+  }
+
+  /** forgetVm for every member, plus the pool's console defaults. Returns how many VMs were held. */
+  detachPool(pool: string): number {
+    return this.db
+      .transaction((): number => {
+        this.q.cancelPoolIntents.run(DETACHED, Date.now(), pool);
+        this.q.forgetConsole.run(pool);
+        return this.q.unassignPool.run(pool).changes;
+      })
+      .immediate();
+  }
+}
