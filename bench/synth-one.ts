@@ -1,10 +1,11 @@
-// One synth measurement in a fresh process: `ts-node bench/synth-one.ts <vmpool|plain> <size>`.
+// One synth measurement in a fresh process: `node dist/bench/synth-one.js <vmpool|windows|plain> <size>`.
 // Prints JSON { variant, size, synthMs, maxRssMiB, resources }.
 import { App, TerraformStack } from "cdktf";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { VmPool } from "../constructs";
+import { SysprepConfig } from "../core";
 import { CloudinitDisk } from "../providers/gen/providers/libvirt/cloudinit-disk";
 import { Domain } from "../providers/gen/providers/libvirt/domain";
 import { Volume } from "../providers/gen/providers/libvirt/volume";
@@ -54,20 +55,44 @@ function plainLoop(stack: TerraformStack): void {
       vcpu: 2,
       os: { type: "hvm", typeMachine: "q35", smBios: { mode: "sysinfo" } },
       features: { acpi: true },
-      sysInfo: [{ smbios: { oemStrings: { entry: ["vmpools:pool=Bench-????", "vmpools:template=debian-12", "vmpools:template-version=1"] } } }],
+      sysInfo: [
+        {
+          smbios: {
+            oemStrings: {
+              entry: ["vmpools:pool=Bench-????", "vmpools:template=debian-12", "vmpools:template-version=1"],
+            },
+          },
+        },
+      ],
       devices: {
         disks: [
-          { device: "disk", source: { volume: { pool: system.pool, volume: system.name } }, driver: { name: "qemu", type: "qcow2" }, target: { dev: "vda", bus: "virtio" }, boot: { order: 1 } },
-          { device: "cdrom", readOnly: true, source: { volume: { pool: config.pool, volume: config.name } }, driver: { name: "qemu", type: "raw" }, target: { dev: "sda", bus: "sata" } },
+          {
+            device: "disk",
+            source: { volume: { pool: system.pool, volume: system.name } },
+            driver: { name: "qemu", type: "qcow2" },
+            target: { dev: "vda", bus: "virtio" },
+            boot: { order: 1 },
+          },
+          {
+            device: "cdrom",
+            readOnly: true,
+            source: { volume: { pool: config.pool, volume: config.name } },
+            driver: { name: "qemu", type: "raw" },
+            target: { dev: "sda", bus: "sata" },
+          },
         ],
         interfaces: [{ source: { network: { network: "default" } }, model: { type: "virtio" } }],
-        graphics: [{ spice: { autoPort: true, listen: "0.0.0.0", passwd: "${uuid()}", passwdValidTo: "1970-01-01T00:00:00" } }],
+        graphics: [
+          { spice: { autoPort: true, listen: "0.0.0.0", passwd: "${uuid()}", passwdValidTo: "1970-01-01T00:00:00" } },
+        ],
         videos: [{ model: { type: "qxl", primary: "yes" } }],
         channels: [{ source: { spiceVmc: true }, target: { virtIo: { name: "com.redhat.spice.0" } } }],
         serials: [{ target: { port: 0 } }],
         consoles: [{ target: { type: "serial", port: 0 } }],
       },
-      metadata: { xml: `<vmpools:member xmlns:vmpools="https://vmpools.dev/xmlns/pool/1" pool="Bench-????" index="${i}"/>` },
+      metadata: {
+        xml: `<vmpools:member xmlns:vmpools="https://vmpools.dev/xmlns/pool/1" pool="Bench-????" index="${i}"/>`,
+      },
       running: false,
       lifecycle: { ignoreChanges: ["running", "devices", "memory", "vcpu", "cpu", "os"], preventDestroy: false },
     });
@@ -78,15 +103,31 @@ const outdir = mkdtempSync(join(tmpdir(), "vmpools-bench-"));
 const started = process.hrtime.bigint();
 const app = new App({ outdir });
 const stack = new TerraformStack(app, "bench");
+const template = { name: "debian-12", version: 1, baseImagePath: BASE, diskSizeGiB: 10, memoryMiB: 1024, vcpus: 2 };
 if (variant === "plain") plainLoop(stack);
-else
+else if (variant === "windows")
+  // Same pool as Windows Server 2022 members joining a domain: per member an Unattend.xml on an ISO.
   new VmPool(stack, "Bench", {
     name: "Bench-????",
-    template: { name: "debian-12", version: 1, baseImagePath: BASE, diskSizeGiB: 10, memoryMiB: 1024, vcpus: 2 },
+    template: { ...template, operatingSystem: "windows-server-2022" },
     size,
     maxVmsInPool: Math.max(size, 1000),
+    initialRun: {
+      sysprep: new SysprepConfig({
+        domain: { name: "addomain.local", user: "Sarah_Smith", password: "bench-only" },
+        localAdministrator: { password: "bench-only" },
+      }),
+    },
   });
+else new VmPool(stack, "Bench", { name: "Bench-????", template, size, maxVmsInPool: Math.max(size, 1000) });
 app.synth();
 const synthMs = Number(process.hrtime.bigint() - started) / 1e6;
 rmSync(outdir, { recursive: true, force: true });
-console.log(JSON.stringify({ variant, size, synthMs: Math.round(synthMs), maxRssMiB: Math.round(process.resourceUsage().maxRSS / 1024) }));
+console.log(
+  JSON.stringify({
+    variant,
+    size,
+    synthMs: Math.round(synthMs),
+    maxRssMiB: Math.round(process.resourceUsage().maxRSS / 1024),
+  }),
+);

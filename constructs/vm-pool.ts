@@ -11,6 +11,7 @@ import {
 } from "../core";
 import type { DomainDevicesDisks } from "../providers/gen/providers/libvirt/domain";
 import { DataExternal } from "../providers/gen/providers/external/data-external";
+import { sysprepMediaUrl } from "./media";
 import { externalProviderFor, hostProbeAsset, libvirtProviderFor } from "./providers";
 import { cloudinitDiskResource, domainResource, volumeResource, type RenderedResource } from "./rendered-resource";
 
@@ -127,23 +128,29 @@ export class VmPool extends Construct {
 
     let configVolume: RenderedResource | undefined;
     if (config && m.configMedia) {
-      const media = m.configMedia.media;
-      const iso = cloudinitDiskResource(
-        scope,
-        "cloud-init",
-        { provider, lifecycle: { ignoreChanges: "all" } },
-        {
-          name: `${m.name}-cloud-init`,
-          metaData: media.metaData,
-          userData: media.userData,
-          networkConfig: media.networkConfig,
-        },
-      );
-      configVolume = volumeResource(scope, "cloud-init-volume", volumeMeta, {
+      let url: string;
+      if (m.configMedia.kind === "cloud-init") {
+        const media = m.configMedia.media;
+        const iso = cloudinitDiskResource(
+          scope,
+          "cloud-init",
+          { provider, lifecycle: { ignoreChanges: "all" } },
+          {
+            name: `${m.name}-cloud-init`,
+            metaData: media.metaData,
+            userData: media.userData,
+            networkConfig: media.networkConfig,
+          },
+        );
+        url = iso.getStringAttribute("path");
+      } else {
+        url = sysprepMediaUrl(scope, m.name, m.configMedia);
+      }
+      configVolume = volumeResource(scope, `${m.configMedia.kind}-volume`, volumeMeta, {
         name: config.volumeName,
         pool: storagePool,
         target: { format: { type: "raw" } },
-        create: { content: { url: iso.getStringAttribute("path") } },
+        create: { content: { url } },
       });
     }
 

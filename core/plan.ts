@@ -1,4 +1,5 @@
 import { cloudInitMedia, type CloudInitMedia } from "./initrun/cloudinit";
+import { computerNameFor, renderUnattend, sysprepMediaFiles, type WindowsVersion } from "./initrun/sysprep";
 import { memberMetadata, renderMetadataXml, type MemberMetadata } from "./metadata";
 import { hostnameFor, memberName } from "./naming";
 import { homeHost } from "./placement";
@@ -10,8 +11,8 @@ export interface DiskPlan {
   readonly role: "system" | "config";
   /** Volume name inside the storage pool; unique per member. */
   readonly volumeName: string;
-  readonly device: "disk" | "cdrom";
-  readonly bus: "virtio" | "sata";
+  readonly device: "disk" | "cdrom" | "floppy";
+  readonly bus: "virtio" | "sata" | "fdc";
   readonly targetDev: string;
   readonly format: DiskFormat;
   readonly readOnly: boolean;
@@ -39,7 +40,15 @@ export interface NumaTunePlan {
   readonly memNodes: readonly { readonly cellId: number; readonly mode: NumaTuneMode; readonly nodeset: string }[];
 }
 
-export type ConfigMediaPlan = { readonly kind: "cloud-init"; readonly media: CloudInitMedia };
+export type ConfigMediaPlan =
+  | { readonly kind: "cloud-init"; readonly media: CloudInitMedia }
+  | {
+      readonly kind: "sysprep";
+      readonly computerName: string;
+      readonly device: "cdrom" | "floppy";
+      /** Answer file(s) for the media root. Hold secrets: written only to 0600 media files. */
+      readonly files: readonly { readonly name: string; readonly content: string }[];
+    };
 
 /** Everything one member VM needs, engine-neutral. */
 export interface VmPlan {
@@ -128,16 +137,48 @@ function systemDisk(pool: ResolvedPool, vmName: string): DiskPlan {
     : { ...common, volumeName: `${vmName}.img`, format: "raw", copyOf: base.baseImagePath };
 }
 
-function configDisk(vmName: string, kind: ConfigMediaPlan["kind"]): DiskPlan {
+function configDisk(vmName: string, media: ConfigMediaPlan): DiskPlan {
+  if (media.kind === "sysprep" && media.device === "floppy") {
+    return {
+      role: "config",
+      volumeName: `${vmName}-sysprep.img`,
+      device: "floppy",
+      bus: "fdc",
+      targetDev: "fda",
+      format: "raw",
+      readOnly: false,
+    };
+  }
   return {
     role: "config",
-    volumeName: `${vmName}-${kind}.iso`,
+    volumeName: `${vmName}-${media.kind}.iso`,
     device: "cdrom",
     bus: "sata",
     targetDev: "sda",
     format: "raw",
     readOnly: true,
   };
+}
+
+function configMedia(pool: ResolvedPool, vmName: string, index: number, hostname: string): ConfigMediaPlan | undefined {
+  const run = pool.initialRun;
+  if (!run) return undefined;
+  if (run.kind === "cloud-init") {
+    return {
+      kind: "cloud-init",
+      media: cloudInitMedia({
+        vmName,
+        hostname,
+        templateName: pool.template.name,
+        templateVersion: pool.template.version,
+        config: run.config,
+      }),
+    };
+  }
+  const props = run.config.props;
+  const computerName = computerNameFor(vmName, index, props.computerNamePattern);
+  const xml = renderUnattend(props, pool.operatingSystem as WindowsVersion, computerName);
+  return { kind: "sysprep", computerName, device: props.media ?? "cdrom", files: sysprepMediaFiles(xml) };
 }
 
 /** Validates props and computes every member. Pure: same props in, same plan out. */
@@ -150,19 +191,7 @@ export function planPool(props: VmPoolProps, subject?: string): PoolPlan {
   for (let index = 1; index <= pool.size; index++) {
     const name = memberName(pool.mask, index);
     const hostname = hostnameFor(name);
-    const configMedia: ConfigMediaPlan | undefined = pool.cloudInit
-      ? {
-          kind: "cloud-init",
-          media: cloudInitMedia({
-            vmName: name,
-            hostname,
-            templateName: pool.template.name,
-            templateVersion: pool.template.version,
-            extraUserData: pool.cloudInit.userData,
-            networkConfig: pool.cloudInit.networkConfig,
-          }),
-        }
-      : undefined;
+    const media = configMedia(pool, name, index, hostname);
     const metadata = memberMetadata(pool, index);
     members.push({
       index,
@@ -177,11 +206,11 @@ export function planPool(props: VmPoolProps, subject?: string): PoolPlan {
       cpuMode: pool.passThroughHostCpu ? "host-passthrough" : undefined,
       numaCells: cells,
       numaTune: tune,
-      disks: configMedia ? [systemDisk(pool, name), configDisk(name, configMedia.kind)] : [systemDisk(pool, name)],
+      disks: media ? [systemDisk(pool, name), configDisk(name, media)] : [systemDisk(pool, name)],
       nics: [{ network: pool.network.network, model: pool.network.model }],
       graphics: { type: "spice", listen: "0.0.0.0", autoPort: true },
       serialConsole: true,
-      configMedia,
+      configMedia: media,
       metadata,
       metadataXml: renderMetadataXml(metadata),
       oemStrings: [

@@ -13,6 +13,7 @@ import type {
   TriState,
   CloudInitSpec,
 } from "./spec";
+import type { SysprepConfig } from "./initrun/sysprep-config";
 import type { NameMask } from "./naming";
 
 /** Pool props after validation with every default applied. Renderers read only this. */
@@ -32,7 +33,9 @@ export interface ResolvedPool {
   readonly type: PoolType;
   readonly stateful: boolean;
   readonly allowShrink: boolean;
-  readonly cloudInit?: Required<Pick<CloudInitSpec, "userData">> & Pick<CloudInitSpec, "networkConfig">;
+  readonly initialRun?:
+    | { readonly kind: "cloud-init"; readonly config: CloudInitSpec }
+    | { readonly kind: "sysprep"; readonly config: SysprepConfig };
   readonly spiceProxy?: string;
   readonly clusterName: string;
   readonly clusterHosts: readonly HostRef[];

@@ -1,3 +1,6 @@
+import type { CloudConfigProps } from "./initrun/cloud-config";
+import type { SysprepConfig } from "./initrun/sysprep-config";
+
 /**
  * The public, engine-neutral description of a VM pool. The cdktf construct and the Pulumi
  * component take exactly these props; `planPool` turns them into a `PoolPlan`.
@@ -159,17 +162,18 @@ export interface NetworkSpec {
   readonly model?: string;
 }
 
-/** A plain cloud-init config: raw user-data appended after the per-member hostname. */
-export interface CloudInitSpec {
-  /** Extra `#cloud-config` YAML (without the header) merged after the generated part. @default "" */
-  readonly userData?: string;
+/** cloud-init for Linux members: a typed cloud-config plus NoCloud network-config. */
+export interface CloudInitSpec extends CloudConfigProps {
   /** NoCloud network-config (v2 YAML). @default undefined — DHCP on the first NIC */
   readonly networkConfig?: string;
 }
 
+/** Seed "Initial Run": cloud-init for Linux pools, sysprep for Windows pools. */
 export interface InitialRunSpec {
-  /** cloud-init for Linux members. @default { } for Linux pools (hostname only) */
+  /** @default {} for Linux pools: a per-member hostname and nothing else */
   readonly cloudInit?: CloudInitSpec;
+  /** Required for Windows pools (each member needs its own ComputerName). @default undefined */
+  readonly sysprep?: SysprepConfig;
 }
 
 export interface VmPoolProps {
@@ -203,7 +207,7 @@ export interface VmPoolProps {
    * existing members fails. @default false
    */
   readonly allowShrink?: boolean;
-  /** @default cloud-init with a per-member hostname for Linux */
+  /** @default cloud-init with a per-member hostname for Linux; Windows pools must give sysprep */
   readonly initialRun?: InitialRunSpec;
   /** @default {} */
   readonly console?: ConsoleSpec;

@@ -27,6 +27,14 @@ export function describePlan(plan: PoolPlan): string {
       : "  prestarted: none (members start when taken)",
   );
   if (pool.spiceProxy) lines.push(`  SPICE proxy override: ${pool.spiceProxy}`);
+  const first = members[0]!.configMedia;
+  if (first?.kind === "sysprep") {
+    lines.push(
+      `  initial run: sysprep answer file on ${first.device} per member, ComputerName ${first.computerName} …`,
+    );
+  } else if (first?.kind === "cloud-init") {
+    lines.push("  initial run: cloud-init NoCloud disk per member (own hostname and instance-id)");
+  }
   const perHost = new Map<string, number>();
   for (const m of members) perHost.set(m.host.name, (perHost.get(m.host.name) ?? 0) + 1);
   lines.push(`  hosts: ${[...perHost].map(([h, n]) => `${h} (${n})`).join(", ")}`);

@@ -1,4 +1,7 @@
 import { IssueCollector } from "./errors";
+import { cloudConfigProblems } from "./initrun/cloud-config";
+import { computerNameFor } from "./initrun/sysprep";
+import { SysprepConfig } from "./initrun/sysprep-config";
 import { MAX_VM_NAME_LENGTH, maskCapacity, memberName, parseNameMask, type NameMask } from "./naming";
 import type { ResolvedPool } from "./resolved";
 import { OPERATING_SYSTEMS, type DiskFormat, type HostRef, type StoragePoolRef, type VmPoolProps } from "./spec";
@@ -153,17 +156,62 @@ export function resolvePool(props: VmPoolProps, subject = "VmPool"): { pool: Res
 
   // --- initial run -------------------------------------------------------------------------------
   const ci = props.initialRun?.cloudInit;
-  if (ci !== undefined && operatingSystem !== "linux") {
-    errors.add(
-      "initialRun.cloudInit",
-      "{...}",
-      `cloud-init is for Linux; ${operatingSystem} members are set up by sysprep`,
-    );
+  const sysprep = props.initialRun?.sysprep;
+  let initialRun: ResolvedPool["initialRun"];
+  if (operatingSystem === "linux") {
+    if (sysprep !== undefined)
+      errors.add(
+        "initialRun.sysprep",
+        "SysprepConfig",
+        "sysprep is for Windows; Linux members are set up by cloud-init (initialRun.cloudInit)",
+      );
+    for (const issue of cloudConfigProblems(ci ?? {}))
+      errors.add(`initialRun.cloudInit.${issue.prop}`, issue.value, issue.message);
+    if (ci?.networkConfig !== undefined && typeof ci.networkConfig !== "string") {
+      errors.add("initialRun.cloudInit.networkConfig", ci.networkConfig, "must be network-config v2 YAML text");
+    }
+    initialRun = { kind: "cloud-init", config: ci ?? {} };
+  } else {
+    if (ci !== undefined)
+      errors.add(
+        "initialRun.cloudInit",
+        "{...}",
+        `cloud-init is for Linux; ${operatingSystem} members are set up by sysprep (initialRun.sysprep)`,
+      );
+    if (sysprep === undefined) {
+      errors.add(
+        "initialRun.sysprep",
+        undefined,
+        `${operatingSystem} pools need a SysprepConfig so every member gets its own ComputerName and an administrator: initialRun: { sysprep: new SysprepConfig({ localAdministrator: { password } }) }`,
+      );
+    } else if (!(sysprep instanceof SysprepConfig)) {
+      errors.add("initialRun.sysprep", "{...}", "must be a SysprepConfig: new SysprepConfig({ ... })");
+    } else {
+      initialRun = { kind: "sysprep", config: sysprep };
+      if (sysprep.props.media === "floppy" && machine !== "pc") {
+        errors.add(
+          "initialRun.sysprep.media",
+          "floppy",
+          `the "${String(machine)}" machine has no floppy controller; use media "cdrom" or template.machine "pc"`,
+        );
+      }
+      if (sizeOk && typeof parsed !== "string") {
+        const pattern = sysprep.props.computerNamePattern;
+        for (let index = 1; index <= props.size; index++) {
+          try {
+            computerNameFor(memberName(mask, index), index, pattern);
+          } catch (e) {
+            errors.add(
+              pattern === undefined ? "name" : "initialRun.sysprep.computerNamePattern",
+              pattern ?? props.name,
+              (e as Error).message,
+            );
+            break;
+          }
+        }
+      }
+    }
   }
-  const cloudInit =
-    operatingSystem === "linux"
-      ? { userData: text("initialRun.cloudInit.userData", ci?.userData), networkConfig: ci?.networkConfig }
-      : undefined;
 
   // --- console -----------------------------------------------------------------------------------
   const spiceProxy = props.console?.spiceProxy;
@@ -413,7 +461,7 @@ export function resolvePool(props: VmPoolProps, subject = "VmPool"): { pool: Res
       type,
       stateful,
       allowShrink,
-      cloudInit,
+      initialRun,
       spiceProxy,
       clusterName: props.cluster?.name ?? "default",
       clusterHosts,

@@ -33,7 +33,22 @@ export class LinuxDesktopPoolStack extends TerraformStack {
       resourceAllocation: {
         disk: { storagePools: [{ name: "default" }, { name: "fast-ssd" }], autoSelectTarget: true },
       },
-      initialRun: { cloudInit: { userData: "timezone: Europe/Berlin" } },
+      initialRun: {
+        cloudInit: {
+          timeZone: "Europe/Berlin",
+          users: [
+            {
+              name: "support",
+              sudo: "ALL=(ALL) NOPASSWD:ALL",
+              sshAuthorizedKeys: [
+                "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIBu8dYt1a9Q8XnQn2tqkU8ZcJ0pC8Cq6Qm4b8bq9n1Hx support@example.com",
+              ],
+            },
+          ],
+          packages: ["firefox-esr", "spice-vdagent"],
+          runCommands: ["systemctl enable --now spice-vdagentd"],
+        },
+      },
     });
   }
 }

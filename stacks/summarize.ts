@@ -6,10 +6,14 @@ import { join, relative } from "node:path";
 import { describePlan } from "../core";
 import { VmPool } from "../constructs";
 import { LinuxDesktopPoolStack } from "../examples/linux-desktop-pool";
+import { WindowsServerPoolStack } from "../examples/windows-server-pool";
 
 const outdir = process.env.VMPOOLS_OUTDIR ?? "cdktf.out";
 const app = new App({ outdir });
-const stacks = [new LinuxDesktopPoolStack(app, "linux-desktop-pool")];
+const stacks = [
+  new LinuxDesktopPoolStack(app, "linux-desktop-pool"),
+  new WindowsServerPoolStack(app, "windows-server-pool"),
+];
 app.synth();
 
 for (const stack of stacks) {
@@ -17,8 +21,8 @@ for (const stack of stacks) {
   const json = JSON.parse(readFileSync(file, "utf8")) as { resource: Record<string, Record<string, unknown>> };
   const counts = Object.entries(json.resource).map(([type, r]) => `${Object.keys(r).length} ${type}`);
   for (const pool of stack.node.findAll().filter((c): c is VmPool => c instanceof VmPool)) {
-    console.log(describePlan(pool.plan));
+    console.log(`\n${describePlan(pool.plan)}`);
   }
-  console.log(`\nStack ${stack.node.id}: ${counts.join(", ")}`);
+  console.log(`Stack ${stack.node.id}: ${counts.join(", ")}`);
   console.log(`Terraform JSON: ${relative(process.cwd(), file)}  (deploy with: npx cdktf deploy ${stack.node.id})`);
 }

@@ -1,3 +1,6 @@
+import type { CloudInitSpec } from "../spec";
+import { renderCloudConfig } from "./cloud-config";
+
 /** NoCloud media content for one Linux member (volume label `cidata`). */
 export interface CloudInitMedia {
   readonly metaData: string;
@@ -7,19 +10,20 @@ export interface CloudInitMedia {
 
 /**
  * meta-data gives each member its own `instance-id` (so cloud-init treats every member, and
- * every template version, as a new instance) and its `local-hostname`.
+ * every template version, as a new instance) and its `local-hostname`; user-data is the pool's
+ * typed cloud-config with the member's hostname.
  */
 export function cloudInitMedia(opts: {
   readonly vmName: string;
   readonly hostname: string;
   readonly templateName: string;
   readonly templateVersion: number;
-  readonly extraUserData: string;
-  readonly networkConfig?: string;
+  readonly config: CloudInitSpec;
 }): CloudInitMedia {
-  const metaData = `instance-id: ${opts.vmName}.${opts.templateName}-v${opts.templateVersion}\nlocal-hostname: ${opts.hostname}\n`;
-  const extra = opts.extraUserData.trim();
-  const userData =
-    `#cloud-config\nhostname: ${opts.hostname}\npreserve_hostname: false\n` + (extra ? `${extra}\n` : "");
-  return { metaData, userData, networkConfig: opts.networkConfig };
+  const { networkConfig, ...cloudConfig } = opts.config;
+  return {
+    metaData: `instance-id: ${opts.vmName}.${opts.templateName}-v${opts.templateVersion}\nlocal-hostname: ${opts.hostname}\n`,
+    userData: renderCloudConfig(cloudConfig, opts.hostname),
+    networkConfig,
+  };
 }

@@ -5,6 +5,7 @@ import { join, relative } from "node:path";
 import { VmPool } from "../../constructs";
 import { PoolSpecError, type VmPoolProps } from "../../core";
 import { LinuxDesktopPoolStack } from "../../examples/linux-desktop-pool";
+import { WindowsServerPoolStack } from "../../examples/windows-server-pool";
 import { schemaProblems } from "../support/schema-check";
 import { validProps } from "../support/fixtures";
 
@@ -229,7 +230,7 @@ describe("schema conformance", () => {
               numa: { nodeCount: 2, tuneMode: "strict", pinning: [{ virtualNode: 0, hostNodes: [0] }] },
             },
             resourceAllocation: { disk: { storagePools: [{ name: "a" }, { name: "b" }], autoSelectTarget: true } },
-            initialRun: { cloudInit: { userData: "packages: [htop]", networkConfig: "version: 2" } },
+            initialRun: { cloudInit: { packages: ["htop"], networkConfig: "version: 2" } },
           }),
         );
         return stack;
@@ -266,6 +267,7 @@ describe("determinism", () => {
     const outdir = mkdtempSync(join(tmpdir(), "vmpools-synth-"));
     const app = new App({ outdir });
     new LinuxDesktopPoolStack(app, "linux-desktop-pool");
+    new WindowsServerPoolStack(app, "windows-server-pool");
     app.synth();
     return outdir;
   }
@@ -282,13 +284,14 @@ describe("determinism", () => {
     return out;
   }
 
-  it("two synths of the same stack are byte-identical (JSON and assets)", () => {
+  it("two synths of the example stacks are byte-identical (JSON, probe and sysprep media)", () => {
     const [a, b] = [fullSynth(), fullSynth()];
     try {
       const fa = files(a);
       const fb = files(b);
       expect([...fb.keys()].sort()).toEqual([...fa.keys()].sort());
-      expect([...fa.keys()].some((k) => k.endsWith("cdk.tf.json"))).toBe(true);
+      expect([...fa.keys()].filter((k) => k.endsWith("cdk.tf.json"))).toHaveLength(2);
+      expect([...fa.keys()].filter((k) => k.endsWith("-sysprep.iso"))).toHaveLength(20);
       for (const [k, v] of fa) expect(fb.get(k)!.equals(v)).toBe(true);
     } finally {
       rmSync(a, { recursive: true, force: true });

@@ -1,7 +1,11 @@
 import fc from "fast-check";
-import { homeHost, parseMetadataXml, planPool, METADATA_NAMESPACE, describePlan } from "../../core";
+import { homeHost, parseMetadataXml, planPool, METADATA_NAMESPACE, describePlan, type VmPlan } from "../../core";
 import { validProps } from "../support/fixtures";
 
+const media = (m: VmPlan) => {
+  if (m.configMedia?.kind !== "cloud-init") throw new Error("expected cloud-init media");
+  return m.configMedia.media;
+};
 const hosts = (n: number) =>
   Array.from({ length: n }, (_, i) => ({ name: `h${i + 1}`, uri: `qemu+ssh://h${i + 1}/system` }));
 
@@ -40,12 +44,10 @@ describe("planPool", () => {
       readOnly: true,
       volumeName: "MyPool-001-cloud-init.iso",
     });
-    expect(first!.configMedia?.media.metaData).toBe(
-      "instance-id: MyPool-001.debian-12-v1\nlocal-hostname: mypool-001\n",
-    );
-    expect(second!.configMedia?.media.metaData).toContain("local-hostname: mypool-002");
-    expect(first!.configMedia?.media.userData).toMatch(/^#cloud-config\nhostname: mypool-001\n/);
-    const ids = plan.members.map((m) => m.configMedia!.media.metaData);
+    expect(media(first!).metaData).toBe("instance-id: MyPool-001.debian-12-v1\nlocal-hostname: mypool-001\n");
+    expect(media(second!).metaData).toContain("local-hostname: mypool-002");
+    expect(media(first!).userData).toMatch(/^#cloud-config\nhostname: mypool-001\n/);
+    const ids = plan.members.map((m) => media(m).metaData);
     expect(new Set(ids).size).toBe(plan.members.length);
   });
 
