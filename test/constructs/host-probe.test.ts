@@ -9,7 +9,7 @@ const PROBE = join(__dirname, "../../constructs/assets/host-probe.cjs");
 const suffix = `${process.pid}`;
 
 function probe(query: Record<string, string>): Record<string, string> {
-  return JSON.parse(execFileSync("node", [PROBE], { input: JSON.stringify(query), encoding: "utf8" }));
+  return JSON.parse(execFileSync("node", [PROBE], { input: JSON.stringify(query), encoding: "utf8", stdio: "pipe" }));
 }
 
 describe("plan-time host probe against a real libvirtd", () => {
