@@ -185,7 +185,7 @@ export class VmPool extends Construct {
             }
           : undefined,
       numaTune: m.numaTune && {
-        memory: { mode: m.numaTune.mode },
+        memory: { mode: m.numaTune.mode, nodeset: m.numaTune.nodeset },
         memNodes:
           m.numaTune.memNodes.length > 0
             ? m.numaTune.memNodes.map((n) => ({ cellId: n.cellId, mode: n.mode, nodeset: n.nodeset }))

@@ -37,6 +37,8 @@ export interface NumaCellPlan {
 
 export interface NumaTunePlan {
   readonly mode: NumaTuneMode;
+  /** Every pinned host node. */
+  readonly nodeset: string;
   readonly memNodes: readonly { readonly cellId: number; readonly mode: NumaTuneMode; readonly nodeset: string }[];
 }
 
@@ -105,15 +107,18 @@ function numaCells(pool: ResolvedPool): NumaCellPlan[] {
   });
 }
 
+/**
+ * Memory tuning binds guest memory to host NUMA nodes, so it exists only with pinning (libvirt
+ * rejects a tune mode without a host nodeset); unpinned pools get just the guest topology.
+ */
 function numaTune(pool: ResolvedPool): NumaTunePlan | undefined {
-  if (!pool.numa) return undefined;
+  if (!pool.numa || pool.numa.pinning.length === 0) return undefined;
   const mode = pool.numa.tuneMode;
-  return {
-    mode,
-    memNodes: [...pool.numa.pinning]
-      .sort((a, b) => a.virtualNode - b.virtualNode)
-      .map((p) => ({ cellId: p.virtualNode, mode, nodeset: [...p.hostNodes].sort((a, b) => a - b).join(",") })),
-  };
+  const memNodes = [...pool.numa.pinning]
+    .sort((a, b) => a.virtualNode - b.virtualNode)
+    .map((p) => ({ cellId: p.virtualNode, mode, nodeset: [...p.hostNodes].sort((a, b) => a - b).join(",") }));
+  const all = [...new Set(pool.numa.pinning.flatMap((p) => p.hostNodes))].sort((a, b) => a - b);
+  return { mode, nodeset: all.join(","), memNodes };
 }
 
 function systemDisk(pool: ResolvedPool, vmName: string): DiskPlan {

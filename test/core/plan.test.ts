@@ -125,7 +125,11 @@ describe("planPool", () => {
       { cpus: "0-2", memoryMiB: 1501 },
       { cpus: "3-4", memoryMiB: 1500 },
     ]);
-    expect(m.numaTune).toEqual({ mode: "strict", memNodes: [{ cellId: 1, mode: "strict", nodeset: "0,1" }] });
+    expect(m.numaTune).toEqual({
+      mode: "strict",
+      nodeset: "0,1",
+      memNodes: [{ cellId: 1, mode: "strict", nodeset: "0,1" }],
+    });
   });
 
   it("summary names members, disks and prestart picks", () => {
