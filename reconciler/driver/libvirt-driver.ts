@@ -49,6 +49,13 @@ export interface OverlayVolumeSpec {
   readonly format?: string;
 }
 
+export interface DomainXmlOptions {
+  /** The persistent config rather than the running one. @default false */
+  readonly inactive?: boolean;
+  /** Include passwords (e.g. graphics `passwd`). @default false */
+  readonly securityInfo?: boolean;
+}
+
 /** `acpi` presses the power button; `agent` asks the guest agent. */
 export type ShutdownMode = "acpi" | "agent" | "initctl" | "signal" | "paravirt";
 
@@ -88,6 +95,12 @@ export interface LibvirtDriver {
   setMetadata(name: string, uri: string, xml: string, key?: string): Promise<void>;
   /** The domain's element in namespace `uri` (with `xmlns` set), or undefined when it has none. */
   getMetadata(name: string, uri: string): Promise<string | undefined>;
+  /** Removes the domain's element in namespace `uri` (persistent config and, if running, live); no-op when absent. */
+  removeMetadata(name: string, uri: string): Promise<void>;
+  /** The domain's XML: live when running unless `inactive`; passwords only with `securityInfo`. */
+  domainXml(name: string, options?: DomainXmlOptions): Promise<string>;
+  /** Changes a device of the running domain in place (e.g. a graphics password), live only. */
+  updateDeviceLive(name: string, deviceXml: string): Promise<void>;
   volumePath(pool: string, name: string): Promise<string>;
   volumeXml(pool: string, name: string): Promise<string>;
   deleteVolume(pool: string, name: string): Promise<void>;
@@ -209,6 +222,33 @@ export class VirshDriver implements LibvirtDriver {
     return /^<[^>]*\sxmlns=/.test(xml) ? xml : xml.replace(/^<([A-Za-z_][\w.-]*)/, `<$1 xmlns="${escapeXml(uri)}"`);
   }
 
+  async removeMetadata(name: string, uri: string): Promise<void> {
+    const args = ["metadata", "--domain", name, "--uri", uri, "--remove"];
+    try {
+      await this.session.run([...args, "--live", "--config"]);
+    } catch (e) {
+      if (!(e instanceof VirshError && /domain is not running/.test(e.detail))) throw e;
+      await this.session.run([...args, "--config"]);
+    }
+  }
+
+  async domainXml(name: string, options: DomainXmlOptions = {}): Promise<string> {
+    const flag = (on: boolean | undefined, f: string) => (on ? [f] : []);
+    return this.session.run([
+      "dumpxml",
+      "--domain",
+      name,
+      ...flag(options.inactive, "--inactive"),
+      ...flag(options.securityInfo, "--security-info"),
+    ]);
+  }
+
+  async updateDeviceLive(name: string, deviceXml: string): Promise<void> {
+    await this.withTempFile(deviceXml, (file) =>
+      this.session.run(["update-device", "--domain", name, "--file", file, "--live"]),
+    );
+  }
+
   async volumePath(pool: string, name: string): Promise<string> {
     return (await this.session.run(["vol-path", "--pool", pool, "--vol", name])).trim();
   }
@@ -226,9 +266,11 @@ export class VirshDriver implements LibvirtDriver {
       throw new Error(`overlay ${name}: capacityBytes must be a positive integer, got ${spec.capacityBytes}`);
     }
     // XML rather than vol-create-as: --backing-vol must be a volume libvirt knows, while base
-    // images may live outside any storage pool.
+    // images may live outside any storage pool. Allocation 0: a fresh overlay is thin (without
+    // it libvirt books the whole capacity, and pools with a fixed size fill up).
     const xml =
       `<volume><name>${escapeXml(name)}</name><capacity unit="bytes">${spec.capacityBytes}</capacity>` +
+      `<allocation unit="bytes">0</allocation>` +
       `<target><format type="${escapeXml(spec.format ?? "qcow2")}"/></target>` +
       `<backingStore><path>${escapeXml(spec.backingPath)}</path><format type="${escapeXml(spec.backingFormat)}"/></backingStore>` +
       `</volume>`;

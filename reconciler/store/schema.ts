@@ -47,6 +47,10 @@ export const MIGRATIONS: readonly string[] = [
   CREATE INDEX intents_pending ON intents (created_at) WHERE state = 'pending';
   CREATE INDEX intents_by_vm ON intents (pool, vm) WHERE state = 'pending';
   `,
+  // 3: what an intent's side effect needs to be redone after a crash (e.g. the overlay a revert recreates).
+  `
+  ALTER TABLE intents ADD COLUMN payload TEXT CHECK (payload IS NULL OR json_valid(payload));
+  `,
 ];
 
 export const SCHEMA_VERSION = MIGRATIONS.length;

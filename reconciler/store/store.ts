@@ -33,6 +33,8 @@ export interface Intent {
   /** Epoch ms before which a retry should not run; null = now. */
   readonly nextAttemptAt: number | null;
   readonly lastError: string | null;
+  /** JSON the side effect needs to be redone after a crash; set when the intent began. */
+  readonly payload: string | null;
   readonly createdAt: number;
   readonly updatedAt: number;
 }
@@ -76,6 +78,7 @@ interface IntentRow {
   attempts: number;
   next_attempt_at: number | null;
   last_error: string | null;
+  payload: string | null;
   created_at: number;
   updated_at: number;
 }
@@ -99,6 +102,7 @@ const toIntent = (r: IntentRow): Intent => ({
   attempts: r.attempts,
   nextAttemptAt: r.next_attempt_at,
   lastError: r.last_error,
+  payload: r.payload,
   createdAt: r.created_at,
   updatedAt: r.updated_at,
 });
@@ -131,8 +135,9 @@ const statements = (db: Database.Database) => ({
   byUserInPool: db.prepare<[string, string], AssignmentRow>(
     "SELECT * FROM assignments WHERE user = ? AND pool = ? ORDER BY vm",
   ),
-  insertIntent: db.prepare<[string, IntentKind, string, string, string | null, number, number]>(
-    "INSERT INTO intents (id, kind, pool, vm, user, state, created_at, updated_at) VALUES (?, ?, ?, ?, ?, 'pending', ?, ?)",
+  insertIntent: db.prepare<[string, IntentKind, string, string, string | null, string | null, number, number]>(
+    `INSERT INTO intents (id, kind, pool, vm, user, payload, state, created_at, updated_at)
+       VALUES (?, ?, ?, ?, ?, ?, 'pending', ?, ?)`,
   ),
   intent: db.prepare<[string], IntentRow>("SELECT * FROM intents WHERE id = ?"),
   completeIntent: db.prepare<[number, string]>(
@@ -233,7 +238,7 @@ export class StateStore {
         });
         if (vm === undefined) return { refused: "none-free" };
         const intentId = randomUUID();
-        this.q.insertIntent.run(intentId, "take", pool, vm, user, now, now);
+        this.q.insertIntent.run(intentId, "take", pool, vm, user, null, now, now);
         return { vm, intentId };
       })
       .immediate();
@@ -275,11 +280,14 @@ export class StateStore {
     return (pool === undefined ? this.q.byUser.all(user) : this.q.byUserInPool.all(user, pool)).map(toAssignment);
   }
 
-  /** Persists a pending intent; call before the side effect it describes. Returns its id. */
-  beginIntent(kind: IntentKind, pool: string, vm: string, user?: string): string {
+  /**
+   * Persists a pending intent; call before the side effect it describes. `payload` (JSON) is what
+   * recovery needs to redo the side effect. Returns the intent's id.
+   */
+  beginIntent(kind: IntentKind, pool: string, vm: string, user?: string, payload?: string): string {
     const id = randomUUID();
     const now = Date.now();
-    this.q.insertIntent.run(id, kind, pool, vm, user ?? null, now, now);
+    this.q.insertIntent.run(id, kind, pool, vm, user ?? null, payload ?? null, now, now);
     return id;
   }
 

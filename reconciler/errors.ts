@@ -1,0 +1,116 @@
+// Refusals a caller (HTTP API, CLI) shows to a user. `code` is stable for mapping to responses.
+export { NotHolderError } from "./store/store";
+export { ConsoleOptionsError } from "./console";
+
+export class UnknownPoolError extends Error {
+  readonly code = "unknown-pool";
+  constructor(
+    readonly pool: string,
+    readonly known: readonly string[],
+  ) {
+    super(
+      `no pool named ${JSON.stringify(pool)} on this hypervisor` +
+        (known.length > 0 ? `; pools: ${known.join(", ")}` : "; no pool members are defined yet"),
+    );
+    this.name = "UnknownPoolError";
+  }
+}
+
+export class UnknownVmError extends Error {
+  readonly code = "unknown-vm";
+  constructor(
+    readonly pool: string,
+    readonly vm: string,
+  ) {
+    super(`${vm} is not a member of pool ${pool}`);
+    this.name = "UnknownVmError";
+  }
+}
+
+export class UserLimitError extends Error {
+  readonly code = "user-limit";
+  constructor(
+    readonly pool: string,
+    readonly user: string,
+    readonly limit: number,
+    readonly held: readonly string[],
+  ) {
+    super(
+      `${user} already holds ${held.length} VM(s) from pool ${pool} (${held.join(", ")}), the most it allows ` +
+        `per user is ${limit}; return one first`,
+    );
+    this.name = "UserLimitError";
+  }
+}
+
+export class NoFreeVmError extends Error {
+  readonly code = "no-free-vm";
+  constructor(
+    readonly pool: string,
+    readonly size: number,
+  ) {
+    super(`every VM of pool ${pool} (${size}) is taken or being returned; try again later`);
+    this.name = "NoFreeVmError";
+  }
+}
+
+/** The VM could not be started for the user; the claim was released, nothing is assigned. */
+export class VmStartError extends Error {
+  readonly code = "start-failed";
+  constructor(
+    readonly pool: string,
+    readonly vm: string,
+    readonly reason: string,
+  ) {
+    super(`could not start ${vm} from pool ${pool}, so it was not assigned: ${reason}`);
+    this.name = "VmStartError";
+  }
+}
+
+export class NotHeldError extends Error {
+  readonly code = "not-held";
+  constructor(
+    readonly pool: string,
+    readonly vm: string,
+  ) {
+    super(`${vm} in pool ${pool} is not held by anyone`);
+    this.name = "NotHeldError";
+  }
+}
+
+export class AdminRequiredError extends Error {
+  readonly code = "admin-required";
+  constructor(
+    readonly pool: string,
+    readonly vm: string,
+    readonly action: string,
+  ) {
+    super(`${pool} is a manual pool: only an administrator can ${action} ${vm}`);
+    this.name = "AdminRequiredError";
+  }
+}
+
+/** Detach needs the VM Down (seed: "you cannot detach a running virtual machine"). */
+export class NotDownError extends Error {
+  readonly code = "not-down";
+  constructor(
+    readonly pool: string,
+    readonly vm: string,
+    readonly state: string,
+  ) {
+    super(`${vm} is ${state}; only a VM that is Down can be detached from pool ${pool}: shut it down first`);
+    this.name = "NotDownError";
+  }
+}
+
+export class NotRunningError extends Error {
+  readonly code = "not-running";
+  constructor(
+    readonly pool: string,
+    readonly vm: string,
+    readonly state: string,
+  ) {
+    super(`${vm} in pool ${pool} is ${state}; a console needs it running`);
+    this.name = "NotRunningError";
+  }
+}

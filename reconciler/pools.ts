@@ -1,0 +1,228 @@
+// Pure planning: what the pools look like and what should happen next. No libvirt, no store,
+// no clocks; reconciler.ts acts on the answers.
+import { parseMetadataXml, type MemberMetadata } from "../core/metadata";
+import type { DomainInfo, DomainState } from "./driver/libvirt-driver";
+import type { Assignment } from "./store/store";
+
+/** A libvirt domain that carries our pool metadata. */
+export interface MemberRecord {
+  readonly name: string;
+  readonly uuid: string;
+  readonly state: DomainState;
+  readonly metadata: MemberMetadata;
+}
+
+/** The policy the reconciler enforces for a pool, as the constructs wrote it into each member. */
+export interface PoolPolicy {
+  readonly type: "automatic" | "manual";
+  readonly stateful: boolean;
+  readonly size: number;
+  readonly prestarted: number;
+  readonly maxVmsPerUser: number;
+  readonly deleteProtection: boolean;
+  readonly spiceProxy?: string;
+  readonly templateName: string;
+  /** Template version of the newest member. */
+  readonly templateVersion: number;
+}
+
+export interface PoolMember {
+  readonly name: string;
+  readonly uuid: string;
+  readonly index: number;
+  readonly state: DomainState;
+  /** Template version this member was created from (edits affect only new members). */
+  readonly templateVersion: number;
+  /** Base image the member's writable overlay reads through to. */
+  readonly baseImagePath: string;
+  readonly baseImageFormat: string;
+  /** Format of the member's own system disk (qcow2 overlay, or raw copy). */
+  readonly diskFormat: string;
+}
+
+export interface Pool {
+  readonly name: string;
+  readonly policy: PoolPolicy;
+  /** Sorted by index. */
+  readonly members: readonly PoolMember[];
+}
+
+/**
+ * What occupies a member right now; at most one runs, others wait their turn. "refresh" only
+ * re-reads the domain, so planners treat a member being refreshed as idle.
+ */
+export type MemberActivity = "take" | "prestart" | "stop" | "settle" | "refresh" | "return" | "revert" | "detach";
+
+const idle = (busy: ReadonlyMap<string, MemberActivity>, m: PoolMember) => {
+  const activity = busy.get(m.name);
+  return activity === undefined || activity === "refresh";
+};
+
+/** Just what the planners need to know about holders. */
+export type Holding = Pick<Assignment, "vm" | "adminAccess">;
+
+/** Domains with valid pool metadata; every other domain is none of our business. */
+export function parseMembers(domains: readonly DomainInfo[]): MemberRecord[] {
+  const out: MemberRecord[] = [];
+  for (const d of domains) {
+    const metadata = d.metadataXml === undefined ? undefined : parseMetadataXml(d.metadataXml);
+    if (metadata) out.push({ name: d.name, uuid: d.uuid, state: d.state, metadata });
+  }
+  return out;
+}
+
+function policyOf(m: MemberMetadata): PoolPolicy {
+  return {
+    type: m.type,
+    stateful: m.stateful,
+    size: m.size,
+    prestarted: m.prestarted,
+    maxVmsPerUser: m.maxVmsPerUser,
+    deleteProtection: m.deleteProtection,
+    ...(m.spiceProxy === undefined ? {} : { spiceProxy: m.spiceProxy }),
+    templateName: m.templateName,
+    templateVersion: m.templateVersion,
+  };
+}
+
+const byIndex = (a: PoolMember, b: PoolMember) => a.index - b.index || a.name.localeCompare(b.name);
+
+/**
+ * Groups members by pool name. Every member carries the managed policy; the member with the
+ * highest index is the newest, so its copy wins should an edit have left older ones behind.
+ */
+export function groupPools(records: Iterable<MemberRecord>): Map<string, Pool> {
+  const grouped = new Map<string, { newest: MemberRecord; members: PoolMember[] }>();
+  for (const r of records) {
+    const m = r.metadata;
+    const member: PoolMember = {
+      name: r.name,
+      uuid: r.uuid,
+      index: m.index,
+      state: r.state,
+      templateVersion: m.templateVersion,
+      baseImagePath: m.baseImagePath,
+      baseImageFormat: m.baseImageFormat,
+      diskFormat: m.diskFormat,
+    };
+    const group = grouped.get(m.pool);
+    if (!group) grouped.set(m.pool, { newest: r, members: [member] });
+    else {
+      group.members.push(member);
+      if (m.index > group.newest.metadata.index) group.newest = r;
+    }
+  }
+  const pools = new Map<string, Pool>();
+  for (const [name, g] of [...grouped].sort(([a], [b]) => a.localeCompare(b))) {
+    pools.set(name, { name, policy: policyOf(g.newest.metadata), members: g.members.sort(byIndex) });
+  }
+  return pools;
+}
+
+/** Powered on in any form: a stop from here is a guest or admin shutdown. */
+export function isUp(state: DomainState): boolean {
+  return state !== "shut off" && state !== "crashed";
+}
+
+/** Down in the seed's sense: may be reverted, detached or started. */
+export function isDown(state: DomainState): boolean {
+  return state === "shut off" || state === "crashed";
+}
+
+const heldSet = (assignments: readonly Holding[]) => new Set(assignments.map((a) => a.vm));
+
+/**
+ * Free members in the order a take should get them: prestarted (running, idle) first, then
+ * members being prestarted right now, then stopped ones; lowest index first within each group.
+ * Members that are busy otherwise (stopping, reverting, …) or in an odd state are left out.
+ */
+export function freeMembers(
+  pool: Pool,
+  assignments: readonly Holding[],
+  busy: ReadonlyMap<string, MemberActivity>,
+): string[] {
+  const held = heldSet(assignments);
+  const free = pool.members.filter((m) => !held.has(m.name));
+  return [
+    ...free.filter((m) => idle(busy, m) && m.state === "running"),
+    ...free.filter((m) => busy.get(m.name) === "prestart"),
+    ...free.filter((m) => idle(busy, m) && m.state === "shut off"),
+  ].map((m) => m.name);
+}
+
+export interface PrestartPlan {
+  /** Stopped free members to start, lowest index first. */
+  readonly start: readonly string[];
+  /** Running free members beyond the prestarted count, highest index first. */
+  readonly stop: readonly string[];
+}
+
+/**
+ * Keeps exactly `prestarted` free members up in automatic pools (seed: only automatic pools
+ * prestart). Members being prestarted count as up; `blocked` members (their starts keep
+ * failing) are not picked. Never plans more than asked, and trims any surplus.
+ */
+export function planPrestart(
+  pool: Pool,
+  assignments: readonly Holding[],
+  busy: ReadonlyMap<string, MemberActivity>,
+  blocked: ReadonlySet<string> = new Set(),
+): PrestartPlan {
+  if (pool.policy.type !== "automatic") return { start: [], stop: [] };
+  const held = heldSet(assignments);
+  const free = pool.members.filter((m) => !held.has(m.name));
+  const running = free.filter((m) => m.state === "running" && idle(busy, m));
+  const up = running.length + free.filter((m) => busy.get(m.name) === "prestart").length;
+  const target = pool.policy.prestarted;
+  if (up < target) {
+    const startable = free.filter((m) => m.state === "shut off" && idle(busy, m) && !blocked.has(m.name));
+    return { start: startable.slice(0, target - up).map((m) => m.name), stop: [] };
+  }
+  return {
+    start: [],
+    stop: running
+      .slice()
+      .reverse()
+      .slice(0, Math.max(0, up - target))
+      .map((m) => m.name),
+  };
+}
+
+/** Whether returning a member recreates its overlay: not in stateful pools, nor after admin access (seed). */
+export function revertsOnReturn(policy: PoolPolicy, holder: Pick<Assignment, "adminAccess">): boolean {
+  return !policy.stateful && !holder.adminAccess;
+}
+
+/** What to do with a member that is down. */
+export type DownAction = "none" | "release" | "revert" | "revert-and-release";
+
+/**
+ * A member is down (its guest shut down, or it was found down). Automatic pools take a held
+ * member back, reverting it unless stateful; manual pools keep it assigned until an admin
+ * returns it. A free member that was up (a prestarted VM) is restored to its original state
+ * (seed) and stays free; a free member that was down all along needs nothing.
+ */
+export function planMemberDown(
+  policy: PoolPolicy,
+  holder: Pick<Assignment, "adminAccess"> | undefined,
+  wasUp: boolean,
+): DownAction {
+  if (holder) {
+    if (policy.type === "manual") return "none";
+    return revertsOnReturn(policy, holder) ? "revert-and-release" : "release";
+  }
+  return wasUp && !policy.stateful && policy.type === "automatic" ? "revert" : "none";
+}
+
+/** Each user's VMs, users sorted by name. */
+export function holdingsByUser(
+  assignments: readonly Pick<Assignment, "pool" | "vm" | "user">[],
+): Map<string, { pool: string; vm: string }[]> {
+  const out = new Map<string, { pool: string; vm: string }[]>();
+  for (const a of [...assignments].sort((x, y) => x.user.localeCompare(y.user))) {
+    const list = out.get(a.user) ?? [];
+    list.push({ pool: a.pool, vm: a.vm });
+    out.set(a.user, list);
+  }
+  return out;
+}

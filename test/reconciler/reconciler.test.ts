@@ -1,0 +1,359 @@
+// The reconciler against libvirtd's test hypervisor: real RPCs, real lifecycle events, no guests.
+// A guest "shutting down" is simulated with `destroy`; a guest "writing to its disk" with an
+// overlay volume whose allocation is WRITTEN_ALLOCATION (a fresh overlay's equals its capacity).
+import type { ChildProcess } from "node:child_process";
+import { performance } from "node:perf_hooks";
+import type { VmPlan, PoolPlan } from "../../core/plan";
+import type { VmPoolProps } from "../../core/spec";
+import { DomainEvents } from "../../reconciler/driver/events";
+import { VirshDriver } from "../../reconciler/driver/libvirt-driver";
+import {
+  AdminRequiredError,
+  NoFreeVmError,
+  NotDownError,
+  NotHeldError,
+  NotHolderError,
+  UnknownPoolError,
+  UnknownVmError,
+  UserLimitError,
+} from "../../reconciler/errors";
+import { Reconciler, type Activity, type Failure } from "../../reconciler/reconciler";
+import { StateStore } from "../../reconciler/store/store";
+import { validProps } from "../support/fixtures";
+import { holdTestDriver, releaseTestDriver, requireLibvirtd, TEST_URI } from "../support/libvirt";
+import {
+  deployPool,
+  eventually,
+  FRESH_ALLOCATION,
+  overlayAllocation,
+  removePool,
+  systemDisk,
+  uniquePoolName,
+  WRITTEN_ALLOCATION,
+  writeToOverlay,
+} from "./support";
+
+let holder: ChildProcess;
+let driver: VirshDriver;
+let events: DomainEvents;
+const plans: PoolPlan[] = [];
+
+beforeAll(async () => {
+  requireLibvirtd();
+  holder = holdTestDriver();
+  driver = new VirshDriver({ uri: TEST_URI });
+  events = new DomainEvents({ uri: TEST_URI });
+  await events.ready();
+});
+
+afterAll(async () => {
+  for (const plan of plans) await removePool(driver, plan);
+  await events?.close();
+  await driver?.close();
+  if (holder) await releaseTestDriver(holder);
+});
+
+interface Setup {
+  readonly plan: PoolPlan;
+  readonly pool: string;
+  readonly store: StateStore;
+  readonly reconciler: Reconciler;
+  readonly failures: Failure[];
+  member(name: string): VmPlan;
+}
+
+const running: { reconciler: Reconciler; store: StateStore; failures: Failure[] }[] = [];
+
+afterEach(async () => {
+  for (const r of running.splice(0)) {
+    await r.reconciler.stop();
+    r.store.close();
+    // Background work must not have failed silently in any test.
+    expect(r.failures).toEqual([]);
+  }
+});
+
+async function setup(prefix: string, props: Partial<VmPoolProps>, withEvents = true): Promise<Setup> {
+  const plan = await deployPool(driver, validProps({ name: uniquePoolName(prefix), ...props }));
+  plans.push(plan);
+  const store = StateStore.open(":memory:");
+  const reconciler = new Reconciler({
+    driver,
+    store,
+    ...(withEvents ? { events } : {}),
+    retry: { maxAttempts: 3, baseDelayMs: 10 },
+    shutdownTimeoutMs: 2000,
+    // Other test files' pools live on the same test hypervisor.
+    onlyPools: [plan.pool.name],
+  });
+  const failures: Failure[] = [];
+  reconciler.on("failure", (f) => failures.push(f));
+  running.push({ reconciler, store, failures });
+  await reconciler.start();
+  await reconciler.idle();
+  return {
+    plan,
+    pool: plan.pool.name,
+    store,
+    reconciler,
+    failures,
+    member: (name) => plan.members.find((m) => m.name === name)!,
+  };
+}
+
+const nameOf = (plan: PoolPlan, index: number) => plan.members[index - 1]!.name;
+
+/** Resolves with the first activity of `kind` on `vm`; register before causing it. */
+function activity(reconciler: Reconciler, kind: Activity["kind"], vm: string, timeoutMs = 5000): Promise<Activity> {
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`no ${kind} activity on ${vm} within ${timeoutMs} ms`)), timeoutMs);
+    const on = (a: Activity) => {
+      if (a.kind !== kind || a.vm !== vm) return;
+      clearTimeout(timer);
+      reconciler.off("activity", on);
+      resolve(a);
+    };
+    reconciler.on("activity", on);
+  });
+}
+
+const roles = (s: Setup) =>
+  Object.fromEntries(s.reconciler.status().pools[0]!.members.map((m) => [m.name, `${m.role}/${m.state}`]));
+
+/** Simulates the guest powering itself off, and waits until the reconciler has dealt with it. */
+async function guestPowersOff(s: Setup, vm: string): Promise<void> {
+  const stopped = events.waitFor((e) => e.domain === vm && e.event === "Stopped", 5000);
+  await driver.destroy(vm);
+  await stopped;
+  await s.reconciler.idle();
+}
+
+describe("take", () => {
+  it("hands out a prestarted VM first and starts its replacement within a second", async () => {
+    const s = await setup("Pre", { size: 6, prestarted: 2 });
+    const [m1, m2, m3] = [1, 2, 3].map((i) => nameOf(s.plan, i));
+    expect(s.reconciler.status().pools[0]!.counts).toEqual({ members: 6, held: 0, prestarted: 2, free: 4 });
+    expect(roles(s)[m1!]).toBe("prestarted/running");
+
+    const replacement = activity(s.reconciler, "prestarted", m3!);
+    const t0 = performance.now();
+    const taken = await s.reconciler.take(s.pool, "alice");
+    expect(taken).toEqual({ pool: s.pool, vm: m1, started: false });
+    await replacement;
+    const replenishMs = performance.now() - t0;
+    expect(replenishMs).toBeLessThan(1000);
+
+    await s.reconciler.idle();
+    expect(roles(s)).toMatchObject({ [m1!]: "held/running", [m2!]: "prestarted/running", [m3!]: "prestarted/running" });
+    expect(s.reconciler.status().pools[0]!.counts).toEqual({ members: 6, held: 1, prestarted: 2, free: 3 });
+  });
+
+  it("starts a stopped member when none is prestarted", async () => {
+    const s = await setup("Cold", { size: 2 });
+    const taken = await s.reconciler.take(s.pool, "alice");
+    expect(taken).toEqual({ pool: s.pool, vm: nameOf(s.plan, 1), started: true });
+    expect(await driver.domainState(taken.vm)).toBe("running");
+  });
+
+  it("refuses beyond maxVmsPerUser, when nothing is free, and for unknown pools, with clear messages", async () => {
+    const s = await setup("Lim", { size: 3, maxVmsPerUser: 2 });
+    const a = await s.reconciler.take(s.pool, "alice");
+    const b = await s.reconciler.take(s.pool, "alice");
+    expect(a.vm).not.toBe(b.vm);
+    const limit = s.reconciler.take(s.pool, "alice");
+    await expect(limit).rejects.toBeInstanceOf(UserLimitError);
+    await expect(limit).rejects.toThrow(
+      `alice already holds 2 VM(s) from pool ${s.pool} (${a.vm}, ${b.vm}), the most it allows per user is 2; return one first`,
+    );
+    await s.reconciler.take(s.pool, "bob");
+    const none = s.reconciler.take(s.pool, "carol");
+    await expect(none).rejects.toBeInstanceOf(NoFreeVmError);
+    await expect(none).rejects.toThrow(`every VM of pool ${s.pool} (3) is taken or being returned; try again later`);
+    const unknown = s.reconciler.take("NoSuchPool", "alice");
+    await expect(unknown).rejects.toBeInstanceOf(UnknownPoolError);
+    await expect(unknown).rejects.toThrow(`no pool named "NoSuchPool" on this hypervisor; pools: ${s.pool}`);
+    expect(s.store.pendingIntents()).toEqual([]);
+  });
+});
+
+describe("prestart", () => {
+  it("keeps exactly the prestarted count up: never more, and restores a prestarted VM that shuts down", async () => {
+    const s = await setup("Keep", { size: 5, prestarted: 2 });
+    const [m1, , , , m5] = [1, 2, 3, 4, 5].map((i) => nameOf(s.plan, i));
+
+    // Someone starts a free member by hand: one too many are up, the surplus is stopped.
+    const stopped = activity(s.reconciler, "surplus-stopped", m5!);
+    await driver.start(m5!);
+    await stopped;
+    await s.reconciler.idle();
+    expect(s.reconciler.status().pools[0]!.counts.prestarted).toBe(2);
+    expect(await driver.domainState(m5!)).toBe("shut off");
+
+    // A prestarted VM shuts down: it is reverted, stays free, and prestart brings the count back.
+    await writeToOverlay(driver, s.member(m1!));
+    const reverted = activity(s.reconciler, "reverted", m1!);
+    await guestPowersOff(s, m1!);
+    await reverted;
+    await s.reconciler.idle();
+    expect(await overlayAllocation(driver, s.member(m1!))).toBe(FRESH_ALLOCATION);
+    expect(s.store.holder(s.pool, m1!)).toBeUndefined();
+    expect(s.reconciler.status().pools[0]!.counts).toEqual({ members: 5, held: 0, prestarted: 2, free: 3 });
+  });
+
+  it("does nothing in manual pools", async () => {
+    const s = await setup("ManPre", { size: 2, type: "manual" });
+    expect(Object.values(roles(s))).toEqual(["free/shut off", "free/shut off"]);
+  });
+});
+
+describe("automatic pools", () => {
+  it("free and revert a VM whose guest shut down", async () => {
+    const s = await setup("Auto", { size: 2 });
+    const { vm } = await s.reconciler.take(s.pool, "alice");
+    await writeToOverlay(driver, s.member(vm));
+    const returned = activity(s.reconciler, "returned", vm);
+    await guestPowersOff(s, vm);
+    expect(await returned).toMatchObject({ user: "alice", by: "shutdown" });
+    expect(s.store.holder(s.pool, vm)).toBeUndefined();
+    expect(await overlayAllocation(driver, s.member(vm))).toBe(FRESH_ALLOCATION);
+    const volume = await driver.volumeXml("default-pool", systemDisk(s.member(vm)).volumeName);
+    expect(volume).toContain(`<path>${s.plan.pool.template.baseImagePath}</path>`);
+    expect(roles(s)[vm]).toBe("free/shut off");
+    expect(s.store.pendingIntents()).toEqual([]);
+  });
+
+  it("free a stateful pool's VM without reverting it", async () => {
+    const s = await setup("Stateful", { size: 2, stateful: true });
+    const { vm } = await s.reconciler.take(s.pool, "alice");
+    await writeToOverlay(driver, s.member(vm));
+    await guestPowersOff(s, vm);
+    expect(s.store.holder(s.pool, vm)).toBeUndefined();
+    expect(await overlayAllocation(driver, s.member(vm))).toBe(WRITTEN_ALLOCATION);
+  });
+
+  it("keep what an admin wrote: admin access makes the VM stateful for this return", async () => {
+    const s = await setup("AdminAccess", { size: 1 });
+    const { vm } = await s.reconciler.take(s.pool, "alice");
+    s.store.markAdminAccess(s.pool, vm);
+    await writeToOverlay(driver, s.member(vm));
+    await guestPowersOff(s, vm);
+    expect(s.store.holder(s.pool, vm)).toBeUndefined();
+    expect(await overlayAllocation(driver, s.member(vm))).toBe(WRITTEN_ALLOCATION);
+  });
+
+  it("let a user return only their own VM: shut down, reverted once, freed", async () => {
+    const s = await setup("Ret", { size: 2 });
+    const { vm } = await s.reconciler.take(s.pool, "alice");
+    await expect(s.reconciler.return(s.pool, vm, { user: "bob" })).rejects.toBeInstanceOf(NotHolderError);
+    await writeToOverlay(driver, s.member(vm));
+    const reverts: string[] = [];
+    s.reconciler.on("activity", (a) => a.kind === "reverted" && reverts.push(a.vm));
+    expect(await s.reconciler.return(s.pool, vm, { user: "alice" })).toEqual({ pool: s.pool, vm, reverted: true });
+    await s.reconciler.idle();
+    // The shutdown's own Stopped event must not revert a second time.
+    expect(reverts).toEqual([vm]);
+    expect(await driver.domainState(vm)).toBe("shut off");
+    expect(await overlayAllocation(driver, s.member(vm))).toBe(FRESH_ALLOCATION);
+    await expect(s.reconciler.return(s.pool, vm, { user: "alice" })).rejects.toBeInstanceOf(NotHeldError);
+    await expect(s.reconciler.return(s.pool, "Nope-1", { admin: true })).rejects.toBeInstanceOf(UnknownVmError);
+  });
+
+  it("are returned by the periodic resync when the shutdown event was missed", async () => {
+    const s = await setup("Missed", { size: 1 }, false);
+    const { vm } = await s.reconciler.take(s.pool, "alice");
+    await writeToOverlay(driver, s.member(vm));
+    await driver.destroy(vm);
+    await s.reconciler.idle();
+    expect(s.store.holder(s.pool, vm)?.user).toBe("alice");
+    await s.reconciler.resync();
+    await s.reconciler.idle();
+    expect(s.store.holder(s.pool, vm)).toBeUndefined();
+    expect(await overlayAllocation(driver, s.member(vm))).toBe(FRESH_ALLOCATION);
+  });
+});
+
+describe("manual pools", () => {
+  it("keep a VM assigned after its guest shuts down until an admin returns it", async () => {
+    const s = await setup("Manual", { size: 2, type: "manual" });
+    const { vm } = await s.reconciler.take(s.pool, "alice");
+    await writeToOverlay(driver, s.member(vm));
+    await guestPowersOff(s, vm);
+    expect(s.store.holder(s.pool, vm)?.user).toBe("alice");
+    expect(await overlayAllocation(driver, s.member(vm))).toBe(WRITTEN_ALLOCATION);
+
+    const byUser = s.reconciler.return(s.pool, vm, { user: "alice" });
+    await expect(byUser).rejects.toBeInstanceOf(AdminRequiredError);
+    await expect(byUser).rejects.toThrow(`${s.pool} is a manual pool: only an administrator can return ${vm}`);
+    expect(await s.reconciler.return(s.pool, vm, { admin: true })).toEqual({ pool: s.pool, vm, reverted: true });
+    expect(s.store.holder(s.pool, vm)).toBeUndefined();
+    expect(await overlayAllocation(driver, s.member(vm))).toBe(FRESH_ALLOCATION);
+  });
+});
+
+describe("detach", () => {
+  it("refuses a running VM and turns a Down one into an independent VM", async () => {
+    const s = await setup("Detach", { size: 2, type: "manual" });
+    const { vm } = await s.reconciler.take(s.pool, "alice");
+    const refused = s.reconciler.detach(s.pool, vm);
+    await expect(refused).rejects.toBeInstanceOf(NotDownError);
+    await expect(refused).rejects.toThrow(`${vm} is running; only a VM that is Down can be detached`);
+
+    await guestPowersOff(s, vm);
+    await s.reconciler.detach(s.pool, vm);
+    expect(await driver.getMetadata(vm, "https://vmpools.dev/xmlns/pool/1")).toBeUndefined();
+    expect(await driver.domainState(vm)).toBe("shut off");
+    expect(s.store.holder(s.pool, vm)).toBeUndefined();
+    expect(s.reconciler.status().pools[0]!.members.map((m) => m.name)).toEqual([nameOf(s.plan, 2)]);
+    // It is no longer handed out: the other member is, then nothing is left.
+    expect((await s.reconciler.take(s.pool, "bob")).vm).toBe(nameOf(s.plan, 2));
+    await expect(s.reconciler.take(s.pool, "carol")).rejects.toBeInstanceOf(NoFreeVmError);
+  });
+});
+
+test("status shows pools, members, holders and each user's VMs", async () => {
+  const s = await setup("Status", { size: 3, prestarted: 1, maxVmsPerUser: 2 });
+  const a = await s.reconciler.take(s.pool, "alice");
+  const b = await s.reconciler.take(s.pool, "bob");
+  await s.reconciler.idle();
+  const status = s.reconciler.status();
+  expect(status.users).toEqual({ alice: [{ pool: s.pool, vm: a.vm }], bob: [{ pool: s.pool, vm: b.vm }] });
+  expect(status.pendingIntents).toBe(0);
+  const pool = status.pools[0]!;
+  expect(pool.policy).toMatchObject({ type: "automatic", prestarted: 1, maxVmsPerUser: 2, templateVersion: 1 });
+  expect(pool.members.find((m) => m.name === a.vm)).toMatchObject({
+    role: "held",
+    state: "running",
+    templateVersion: 1,
+    holder: { user: "alice", how: "user", adminAccess: false },
+  });
+  expect(pool.counts).toEqual({ members: 3, held: 2, prestarted: 1, free: 0 });
+});
+
+describe("under concurrency", () => {
+  it("200 takes by 50 users on 100 VMs: no VM twice, limits held, every take served or clearly refused", async () => {
+    const s = await setup("Busy", { size: 100, prestarted: 10, maxVmsPerUser: 3 });
+    const users = Array.from({ length: 50 }, (_, i) => `user-${i}`);
+    const outcomes = await Promise.allSettled(
+      Array.from({ length: 200 }, (_, i) => s.reconciler.take(s.pool, users[i % users.length]!)),
+    );
+    const taken = outcomes.flatMap((o, i) => (o.status === "fulfilled" ? [{ ...o.value, user: users[i % 50]! }] : []));
+    const refusals = outcomes.flatMap((o) => (o.status === "rejected" ? [o.reason as Error] : []));
+    expect(taken).toHaveLength(100);
+    expect(new Set(taken.map((t) => t.vm)).size).toBe(100);
+    for (const e of refusals) expect(e instanceof UserLimitError || e instanceof NoFreeVmError).toBe(true);
+    const perUser = new Map<string, number>();
+    for (const t of taken) perUser.set(t.user, (perUser.get(t.user) ?? 0) + 1);
+    expect(Math.max(...perUser.values())).toBeLessThanOrEqual(3);
+    expect(
+      s.store
+        .assignments(s.pool)
+        .map((a) => `${a.user}:${a.vm}`)
+        .sort(),
+    ).toEqual(taken.map((t) => `${t.user}:${t.vm}`).sort());
+    await s.reconciler.idle();
+    const states = await Promise.all(taken.map((t) => driver.domainState(t.vm)));
+    expect(new Set(states)).toEqual(new Set(["running"]));
+    expect(s.store.pendingIntents()).toEqual([]);
+    await eventually(() => expect(s.reconciler.status().pools[0]!.counts.held).toBe(100));
+  });
+});
