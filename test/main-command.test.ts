@@ -26,6 +26,19 @@ describe("README commands", () => {
     }
   });
 
+  it("the main command then runs the example pool on libvirt's test hypervisor", () => {
+    const stdout = execFileSync("npx", ["ts-node", "--transpile-only", "reconciler/local/demo.ts"], {
+      cwd: ROOT,
+      encoding: "utf8",
+    });
+    expect(stdout).toContain("defined 10 members; starting the reconciler");
+    expect(stdout).toMatch(/pool MyPool-\?\?\?: 10 members, 0 held, 2 prestarted, 8 free/);
+    expect(stdout).toMatch(/alice takes a VM: MyPool-00\d in [\d.]+ ms \(was prestarted\)/);
+    expect(stdout).toMatch(/alice returns MyPool-00\d: reverted to the base image and free again/);
+    expect(stdout).toMatch(/pool MyPool-\?\?\?: 10 members, 1 held, 2 prestarted, 7 free/);
+    expect(stdout).toMatch(/user bob: MyPool-\?\?\?\/MyPool-00\d/);
+  });
+
   it("`npx cdktf synth` works offline", () => {
     const out = mkdtempSync(join(tmpdir(), "vmpools-cdktf-"));
     try {

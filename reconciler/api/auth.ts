@@ -1,0 +1,60 @@
+import { createHash, randomBytes, timingSafeEqual } from "node:crypto";
+import { readFileSync } from "node:fs";
+
+export type Role = "user" | "admin";
+
+export interface Principal {
+  readonly user: string;
+  readonly role: Role;
+}
+
+/** One entry of the tokens file. Only the token's SHA-256 is stored, so the file is no secret. */
+export interface TokenEntry extends Principal {
+  readonly tokenSha256: string;
+}
+
+const sha256 = (token: string) => createHash("sha256").update(token, "utf8").digest();
+
+/** Bearer-token authentication against a fixed list of users. */
+export class TokenAuth {
+  private readonly entries: readonly { readonly digest: Buffer; readonly principal: Principal }[];
+
+  constructor(entries: readonly TokenEntry[]) {
+    this.entries = entries.map((e, i) => {
+      if (!/^[A-Za-z0-9._@-]{1,64}$/.test(e.user))
+        throw new Error(`tokens[${i}].user ${JSON.stringify(e.user)}: use letters, digits, '._@-'`);
+      if (e.role !== "user" && e.role !== "admin") throw new Error(`tokens[${i}].role must be "user" or "admin"`);
+      if (!/^[0-9a-f]{64}$/.test(e.tokenSha256))
+        throw new Error(`tokens[${i}].tokenSha256 must be 64 hex digits (see: vmpools token)`);
+      return { digest: Buffer.from(e.tokenSha256, "hex"), principal: { user: e.user, role: e.role } };
+    });
+  }
+
+  /** Reads `{ "tokens": [{ "user", "role", "tokenSha256" }] }`. */
+  static fromFile(path: string): TokenAuth {
+    let parsed: { tokens?: TokenEntry[] };
+    try {
+      parsed = JSON.parse(readFileSync(path, "utf8"));
+    } catch (e) {
+      throw new Error(`cannot read tokens file ${path}: ${(e as Error).message}`);
+    }
+    if (!Array.isArray(parsed.tokens)) throw new Error(`tokens file ${path} needs a "tokens" list`);
+    return new TokenAuth(parsed.tokens);
+  }
+
+  /** The principal for an `Authorization` header value, or undefined. Compares in constant time. */
+  authenticate(header: string | undefined): Principal | undefined {
+    const m = /^Bearer ([A-Za-z0-9._~+/=-]{16,256})$/.exec(header ?? "");
+    if (!m) return undefined;
+    const digest = sha256(m[1]!);
+    let found: Principal | undefined;
+    for (const e of this.entries) if (timingSafeEqual(e.digest, digest)) found = e.principal;
+    return found;
+  }
+}
+
+/** A new random token and the tokens-file entry that admits it. */
+export function newToken(user: string, role: Role): { token: string; entry: TokenEntry } {
+  const token = randomBytes(24).toString("base64url");
+  return { token, entry: { user, role, tokenSha256: sha256(token).toString("hex") } };
+}
