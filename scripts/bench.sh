@@ -6,3 +6,8 @@ bash scripts/ensure-node-deps.sh >&2
 npx tsc -p . --outDir dist
 mkdir -p dist/constructs/assets && cp constructs/assets/* dist/constructs/assets/
 node dist/bench/synth.js
+bash scripts/setup-system.sh >&2
+bash scripts/libvirt-up.sh >&2
+npx ts-node --transpile-only bench/driver.ts
+npx ts-node --transpile-only bench/store.ts
+npx ts-node --transpile-only bench/reconciler.ts
