@@ -12,19 +12,22 @@ export interface MemberRecord {
   readonly metadata: MemberMetadata;
 }
 
-/** The policy the reconciler enforces for a pool, as the constructs wrote it into each member. */
-export interface PoolPolicy {
-  readonly type: "automatic" | "manual";
-  readonly stateful: boolean;
-  readonly size: number;
-  readonly prestarted: number;
-  readonly maxVmsPerUser: number;
-  readonly deleteProtection: boolean;
-  readonly spiceProxy?: string;
-  readonly templateName: string;
-  /** Template version of the newest member. */
-  readonly templateVersion: number;
-}
+/**
+ * The policy the reconciler enforces for a pool, as the constructs wrote it into each member
+ * (taken from the newest member, so `templateVersion` is the newest member's).
+ */
+export type PoolPolicy = Pick<
+  MemberMetadata,
+  | "type"
+  | "stateful"
+  | "size"
+  | "prestarted"
+  | "maxVmsPerUser"
+  | "deleteProtection"
+  | "spiceProxy"
+  | "templateName"
+  | "templateVersion"
+>;
 
 export interface PoolMember {
   readonly name: string;

@@ -1,56 +1,17 @@
-import { execFileSync } from "child_process";
 import fc from "fast-check";
-import { accessSync, constants, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "fs";
-import { tmpdir } from "os";
-import { delimiter, join } from "path";
+import { mkdtempSync, readdirSync, readFileSync, rmSync } from "fs";
+import { join } from "path";
+import { imageTools } from "../support/image-tools";
 import { buildFloppy, type MediaFile } from "../../core/media";
 
 // Images are checked with the real readers (mtools, libblkid), never with a parser of our own.
 // A missing tool fails the suite: a skipped check proves nothing.
-const TOOLS = ["mdir", "mtype", "mcopy", "minfo", "blkid"];
-const SETUP_HINT = "run `bash scripts/setup-system.sh` (installs genisoimage, xorriso and mtools)";
-// blkid lives in sbin, which a non-root PATH may lack.
-const SEARCH_PATH = [...(process.env.PATH ?? "").split(delimiter), "/usr/sbin", "/sbin"];
-const toolPaths = new Map<string, string>();
+const { workDir, run, writeImage } = imageTools(["mdir", "mtype", "mcopy", "minfo", "blkid"], {
+  suffix: "img",
+  // Image files have no drive geometry for mtools to cross-check.
+  env: { MTOOLS_SKIP_CHECK: "1" },
+});
 const DATA_BYTES = 2847 * 512;
-
-// Created up front, so that no image lands in the working tree even when the tool check fails.
-const workDir = mkdtempSync(join(tmpdir(), "vmpools-floppy-"));
-let imageCount = 0;
-
-beforeAll(() => {
-  for (const tool of TOOLS) {
-    const found = SEARCH_PATH.map((dir) => join(dir, tool)).find((p) => {
-      try {
-        accessSync(p, constants.X_OK);
-        return true;
-      } catch {
-        return false;
-      }
-    });
-    if (!found) throw new Error(`${tool} not found: ${SETUP_HINT}`);
-    toolPaths.set(tool, found);
-  }
-});
-
-afterAll(() => {
-  rmSync(workDir, { recursive: true, force: true });
-});
-
-function run(tool: string, args: readonly string[]): Buffer {
-  return execFileSync(toolPaths.get(tool)!, args, {
-    // MTOOLS_SKIP_CHECK: image files have no drive geometry for mtools to cross-check.
-    env: { ...process.env, LC_ALL: "C.UTF-8", MTOOLS_SKIP_CHECK: "1" },
-    maxBuffer: 64 << 20,
-    stdio: ["ignore", "pipe", "pipe"],
-  });
-}
-
-function writeImage(image: Buffer): string {
-  const path = join(workDir, `image-${++imageCount}.img`);
-  writeFileSync(path, image);
-  return path;
-}
 
 /** Long names (or 8.3 names where there is no long one) at the root, in directory order. */
 function listRoot(path: string): string[] {

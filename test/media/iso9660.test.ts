@@ -1,55 +1,16 @@
 import { execFileSync } from "child_process";
 import fc from "fast-check";
-import { accessSync, constants, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "fs";
-import { tmpdir } from "os";
-import { delimiter, join } from "path";
+import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "fs";
+import { join } from "path";
+import { imageTools } from "../support/image-tools";
 import { buildIso, type MediaFile } from "../../core/media";
 
 // Images are checked with the real readers (genisoimage's isoinfo/isovfy, xorriso, libblkid),
 // never with a parser of our own; genisoimage itself is the oracle for sort order. A missing tool
 // fails the suite: a skipped check proves nothing.
-const TOOLS = ["isoinfo", "isovfy", "xorriso", "blkid", "genisoimage"];
-const SETUP_HINT = "run `bash scripts/setup-system.sh` (installs genisoimage, xorriso and mtools)";
-// blkid lives in sbin, which a non-root PATH may lack.
-const SEARCH_PATH = [...(process.env.PATH ?? "").split(delimiter), "/usr/sbin", "/sbin"];
-const toolPaths = new Map<string, string>();
-
-// Created up front, so that no image lands in the working tree even when the tool check fails.
-const workDir = mkdtempSync(join(tmpdir(), "vmpools-iso-"));
-let imageCount = 0;
-
-beforeAll(() => {
-  for (const tool of TOOLS) {
-    const found = SEARCH_PATH.map((dir) => join(dir, tool)).find((p) => {
-      try {
-        accessSync(p, constants.X_OK);
-        return true;
-      } catch {
-        return false;
-      }
-    });
-    if (!found) throw new Error(`${tool} not found: ${SETUP_HINT}`);
-    toolPaths.set(tool, found);
-  }
+const { workDir, run, writeImage } = imageTools(["isoinfo", "isovfy", "xorriso", "blkid", "genisoimage"], {
+  suffix: "iso",
 });
-
-afterAll(() => {
-  rmSync(workDir, { recursive: true, force: true });
-});
-
-function run(tool: string, args: readonly string[]): Buffer {
-  return execFileSync(toolPaths.get(tool)!, args, {
-    env: { ...process.env, LC_ALL: "C.UTF-8" },
-    maxBuffer: 64 << 20,
-    stdio: ["ignore", "pipe", "pipe"],
-  });
-}
-
-function writeImage(image: Buffer): string {
-  const path = join(workDir, `image-${++imageCount}.iso`);
-  writeFileSync(path, image);
-  return path;
-}
 
 /** File names in an `isoinfo -l` listing of the root (files only, not `.` and `..`). */
 function listRoot(path: string, joliet: boolean): string[] {
