@@ -1,6 +1,6 @@
 import { spawnSync } from "node:child_process";
 import fc from "fast-check";
-import { memberName, parseNameMask, PoolSpecError, type NameMask } from "../../core";
+import { memberName, OPERATING_SYSTEMS, parseNameMask, PoolSpecError, type NameMask } from "../../core";
 import {
   computerNameFor,
   computerNameProblem,
@@ -58,14 +58,7 @@ beforeAll(() => {
 
 // --- fixtures ------------------------------------------------------------------------------------
 
-const VERSIONS: WindowsVersion[] = [
-  "windows-10",
-  "windows-11",
-  "windows-server-2016",
-  "windows-server-2019",
-  "windows-server-2022",
-  "windows-server-2025",
-];
+const VERSIONS = OPERATING_SYSTEMS.filter((os): os is WindowsVersion => os !== "linux");
 const SERVERS = VERSIONS.filter((v) => v.startsWith("windows-server"));
 const CLIENTS = VERSIONS.filter((v) => !v.startsWith("windows-server"));
 

@@ -11,10 +11,10 @@ import { VirshDriver } from "../../reconciler/driver/libvirt-driver";
 import { NotHolderError } from "../../reconciler/errors";
 import { spiceDisplayOf } from "../../reconciler/libvirt-xml";
 import { renderDomainXml, type RenderDomainOptions } from "../../reconciler/local/domain-xml";
-import { Reconciler, type Activity, type Failure } from "../../reconciler/reconciler";
+import { Reconciler, type Failure } from "../../reconciler/reconciler";
 import { StateStore } from "../../reconciler/store/store";
 import { ensureGuest, ensureLibvirt, guestCmdline, LIBVIRT_URI, parseGuestLog, readImageMarker } from "../guest/guest";
-import { systemDisk } from "./support";
+import { activity, systemDisk } from "./support";
 
 const IMAGES = "/var/lib/libvirt/images";
 const BASE_MARKER = "BASE-CLEAN";
@@ -83,19 +83,6 @@ const logPath = (vm: VmPlan) => path.join(dir, `${vm.name}.log`);
 const overlayPath = (vm: VmPlan) => path.join(dir, systemDisk(vm).volumeName);
 const guestLog = (vm: VmPlan) => parseGuestLog(fs.readFileSync(logPath(vm), "utf8"));
 
-function activity(kind: Activity["kind"], vm: string, timeoutMs = 60_000): Promise<Activity> {
-  return new Promise((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`no ${kind} activity on ${vm} within ${timeoutMs} ms`)), timeoutMs);
-    const on = (a: Activity) => {
-      if (a.kind !== kind || a.vm !== vm) return;
-      clearTimeout(timer);
-      reconciler.off("activity", on);
-      resolve(a);
-    };
-    reconciler.on("activity", on);
-  });
-}
-
 beforeAll(async () => {
   ensureLibvirt();
   ensureGuest();
@@ -152,7 +139,7 @@ test("guests write, power off and are handled as their pool says; consoles get t
 
   // Stateless automatic pool: the guest's write is gone once the reconciler has returned it.
   const [s1] = stateless.members;
-  let returned = activity("returned", s1!.name);
+  let returned = activity(reconciler, "returned", s1!.name, 60_000);
   expect(await reconciler.take(stateless.pool.name, "alice")).toMatchObject({ vm: s1!.name, started: true });
   expect(await returned).toMatchObject({ user: "alice", by: "shutdown" });
   expect(guestLog(s1!)).toMatchObject({ marker: BASE_MARKER, written: "STATELESS-WROTE", poweredOff: true });
@@ -160,14 +147,14 @@ test("guests write, power off and are handled as their pool says; consoles get t
   expect(readImageMarker(overlayPath(s1!), "qcow2")).toBe(BASE_MARKER);
   // The next user's guest itself sees the clean disk.
   await reconciler.idle();
-  returned = activity("returned", s1!.name);
+  returned = activity(reconciler, "returned", s1!.name, 60_000);
   await reconciler.take(stateless.pool.name, "bob");
   await returned;
   expect(guestLog(s1!).marker).toBe(BASE_MARKER);
 
   // Stateful automatic pool: freed, and the write survives for the next user.
   const [f1] = stateful.members;
-  returned = activity("returned", f1!.name);
+  returned = activity(reconciler, "returned", f1!.name, 60_000);
   await reconciler.take(stateful.pool.name, "alice");
   await returned;
   expect(store.holder(stateful.pool.name, f1!.name)).toBeUndefined();

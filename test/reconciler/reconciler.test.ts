@@ -17,7 +17,7 @@ import {
   UnknownVmError,
   UserLimitError,
 } from "../../reconciler/errors";
-import { Reconciler, type Activity, type Failure } from "../../reconciler/reconciler";
+import { Reconciler, type Failure } from "../../reconciler/reconciler";
 import { StateStore } from "../../reconciler/store/store";
 import { validProps } from "../support/fixtures";
 import { holdTestDriver, releaseTestDriver, requireLibvirtd, TEST_URI } from "../support/libvirt";
@@ -30,6 +30,7 @@ import {
   systemDisk,
   uniquePoolName,
   WRITTEN_ALLOCATION,
+  activity,
   writeToOverlay,
 } from "./support";
 
@@ -102,20 +103,6 @@ async function setup(prefix: string, props: Partial<VmPoolProps>, withEvents = t
 }
 
 const nameOf = (plan: PoolPlan, index: number) => plan.members[index - 1]!.name;
-
-/** Resolves with the first activity of `kind` on `vm`; register before causing it. */
-function activity(reconciler: Reconciler, kind: Activity["kind"], vm: string, timeoutMs = 5000): Promise<Activity> {
-  return new Promise((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`no ${kind} activity on ${vm} within ${timeoutMs} ms`)), timeoutMs);
-    const on = (a: Activity) => {
-      if (a.kind !== kind || a.vm !== vm) return;
-      clearTimeout(timer);
-      reconciler.off("activity", on);
-      resolve(a);
-    };
-    reconciler.on("activity", on);
-  });
-}
 
 const roles = (s: Setup) =>
   Object.fromEntries(s.reconciler.status().pools[0]!.members.map((m) => [m.name, `${m.role}/${m.state}`]));

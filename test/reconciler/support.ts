@@ -5,6 +5,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { VmPlan } from "../../core/plan";
 import type { VirshDriver } from "../../reconciler/driver/libvirt-driver";
+import type { Activity, Reconciler } from "../../reconciler/reconciler";
 import { TEST_STORAGE_POOL, systemDisk } from "../../reconciler/local/deploy";
 
 export { TEST_STORAGE_POOL, deployPool, removePool, systemDisk } from "../../reconciler/local/deploy";
@@ -54,4 +55,23 @@ export async function eventually<T>(check: () => T | Promise<T>, timeoutMs = 500
       await new Promise((r) => setTimeout(r, 20));
     }
   }
+}
+
+/** Resolves with the first activity of `kind` on `vm`; register before causing it. */
+export function activity(
+  reconciler: Reconciler,
+  kind: Activity["kind"],
+  vm: string,
+  timeoutMs = 5000,
+): Promise<Activity> {
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`no ${kind} activity on ${vm} within ${timeoutMs} ms`)), timeoutMs);
+    const on = (a: Activity) => {
+      if (a.kind !== kind || a.vm !== vm) return;
+      clearTimeout(timer);
+      reconciler.off("activity", on);
+      resolve(a);
+    };
+    reconciler.on("activity", on);
+  });
 }
