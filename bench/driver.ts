@@ -37,7 +37,6 @@ const member = (index: number): MemberMetadata => ({
   diskFormat: "qcow2",
   type: "automatic",
   stateful: false,
-  size: 1000,
   prestarted: 10,
   maxVmsPerUser: 1,
   deleteProtection: false,

@@ -1,5 +1,6 @@
 import { AssetType, TerraformAsset } from "cdktf";
 import type { Construct } from "constructs";
+import { createHash } from "node:crypto";
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -37,6 +38,10 @@ export function sysprepMediaUrl(
     : buildIso({ volumeId: "UNATTEND", files: media.files });
   const file = join(staging(), `${vmName}-sysprep.${floppy ? "img" : "iso"}`);
   writeFileSync(file, image, { mode: 0o600 });
-  const asset = new TerraformAsset(scope, "sysprep-media", { path: file, type: AssetType.FILE });
+  // cdktf names asset folders by an MD5 of the content unless told otherwise; for a deterministic
+  // image whose only unknowns are the passwords that hash would let anyone who reads the plan
+  // guess them offline. Name it by non-secret facts instead (the volume is creation-time anyway).
+  const assetHash = createHash("sha256").update(`vmpools-sysprep\u0000${scope.node.path}`).digest("hex").slice(0, 32);
+  const asset = new TerraformAsset(scope, "sysprep-media", { path: file, type: AssetType.FILE, assetHash });
   return `\${path.module}/${asset.path}`;
 }

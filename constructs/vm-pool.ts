@@ -59,8 +59,14 @@ export class VmPool extends Construct {
     this.plan = planPool(props, `VmPool ${this.node.path}`);
     for (const warning of this.plan.warnings) Annotations.of(this).addWarning(warning);
 
+    // Every cluster host gets its provider and probe, also those without a member under the
+    // current size: members created earlier may live there, and Terraform needs their provider
+    // (and the shrink guard must look there too).
     const probes = new Map<string, DataExternal>();
-    for (const host of this.plan.hostsInUse) probes.set(host.name, this.hostProbe(host));
+    for (const host of this.plan.pool.clusterHosts) {
+      libvirtProviderFor(this, host);
+      probes.set(host.name, this.hostProbe(host));
+    }
     this.members = this.plan.members.map((m) => this.renderMember(m, probes.get(m.host.name)!));
 
     new TerraformOutput(this, "member-names", {
@@ -134,7 +140,7 @@ export class VmPool extends Construct {
         const iso = cloudinitDiskResource(
           scope,
           "cloud-init",
-          { provider, lifecycle: { ignoreChanges: "all" } },
+          { provider, lifecycle: { ignoreChanges: "all", preventDestroy: pool.deleteProtection } },
           {
             name: `${m.name}-cloud-init`,
             metaData: media.metaData,

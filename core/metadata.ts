@@ -17,7 +17,6 @@ export interface MemberMetadata {
   readonly diskFormat: string;
   readonly type: "automatic" | "manual";
   readonly stateful: boolean;
-  readonly size: number;
   readonly prestarted: number;
   readonly maxVmsPerUser: number;
   readonly deleteProtection: boolean;
@@ -42,7 +41,6 @@ export function memberMetadata(pool: ResolvedPool, index: number): MemberMetadat
     diskFormat: pool.storage.format,
     type: pool.type,
     stateful: pool.stateful,
-    size: pool.size,
     prestarted: pool.prestarted,
     maxVmsPerUser: pool.maxVmsPerUser,
     deleteProtection: pool.deleteProtection,
@@ -68,7 +66,7 @@ export function renderMetadataXml(m: MemberMetadata): string {
   return (
     `<${p}:member xmlns:${p}="${METADATA_NAMESPACE}"${attrs({ pool: m.pool, cluster: m.cluster, index: m.index })}>` +
     `<${p}:template${attrs({ name: m.templateName, version: m.templateVersion, base: m.baseImagePath, baseFormat: m.baseImageFormat, diskFormat: m.diskFormat })}/>` +
-    `<${p}:policy${attrs({ type: m.type, stateful: m.stateful, size: m.size, prestarted: m.prestarted, maxVmsPerUser: m.maxVmsPerUser, deleteProtection: m.deleteProtection })}/>` +
+    `<${p}:policy${attrs({ type: m.type, stateful: m.stateful, prestarted: m.prestarted, maxVmsPerUser: m.maxVmsPerUser, deleteProtection: m.deleteProtection })}/>` +
     `<${p}:console${attrs({ spiceProxy: m.spiceProxy })}/>` +
     `<${p}:placement${attrs({ hosts: m.allowedHosts.join(",") })}/>` +
     `<${p}:migration${attrs({ mode: m.migrationMode, policy: m.migrationPolicy, downtimeMs: m.migrationDowntimeMs, autoConverge: m.autoConverge, compression: m.compression })}/>` +
@@ -106,7 +104,6 @@ export function parseMetadataXml(xml: string): MemberMetadata | undefined {
     diskFormat: template.diskFormat!,
     type: policy.type === "manual" ? "manual" : "automatic",
     stateful: policy.stateful === "true",
-    size: Number(policy.size),
     prestarted: Number(policy.prestarted),
     maxVmsPerUser: Number(policy.maxVmsPerUser),
     deleteProtection: policy.deleteProtection === "true",

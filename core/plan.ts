@@ -85,8 +85,6 @@ export interface VmPlan {
 export interface PoolPlan {
   readonly pool: ResolvedPool;
   readonly members: readonly VmPlan[];
-  /** Hosts that hold at least one member, in cluster order. */
-  readonly hostsInUse: readonly HostRef[];
   readonly warnings: readonly string[];
 }
 
@@ -226,6 +224,5 @@ export function planPool(props: VmPoolProps, subject?: string): PoolPlan {
       prestartCandidate: index <= pool.prestarted,
     });
   }
-  const used = new Set(members.map((m) => m.host.name));
-  return { pool, members, hostsInUse: pool.clusterHosts.filter((h) => used.has(h.name)), warnings };
+  return { pool, members, warnings };
 }

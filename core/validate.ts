@@ -404,6 +404,13 @@ export function resolvePool(props: VmPoolProps, subject = "VmPool"): { pool: Res
       "mixes file- and block-backed pools, so the disk format would depend on the pick; set format or use pools of one kind",
     );
   }
+  if (format === "raw" && props.stateful !== true) {
+    errors.add(
+      "resourceAllocation.disk.format",
+      "raw",
+      "raw disks have no copy-on-write overlay to revert, so a stateless pool cannot use them; use file-backed storage pools (qcow2) or set stateful: true",
+    );
+  }
   if (format === "raw") {
     warnings.push(
       "raw member disks are full copies of the base image: creating and reverting them costs time proportional to the image size",

@@ -20,7 +20,6 @@ export type PoolPolicy = Pick<
   MemberMetadata,
   | "type"
   | "stateful"
-  | "size"
   | "prestarted"
   | "maxVmsPerUser"
   | "deleteProtection"
@@ -78,7 +77,6 @@ function policyOf(m: MemberMetadata): PoolPolicy {
   return {
     type: m.type,
     stateful: m.stateful,
-    size: m.size,
     prestarted: m.prestarted,
     maxVmsPerUser: m.maxVmsPerUser,
     deleteProtection: m.deleteProtection,

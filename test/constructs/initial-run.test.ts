@@ -114,6 +114,42 @@ describe("Windows pool media (the example, synthesized for real)", () => {
     expect(password.replace(/\n$/, "")).toBe(DOMAIN_PASSWORD);
   });
 
+  it("names media assets by non-secret facts, so the plan gives no hash to guess passwords against", () => {
+    const urls = (json: Json) =>
+      Object.values<Json>(json.resource.libvirt_volume)
+        .map((v) => v.create?.content?.url)
+        .filter(Boolean);
+    const other = mkdtempSync(join(tmpdir(), "vmpools-win2-"));
+    try {
+      const saved = { ...process.env };
+      process.env.VMPOOLS_ADMIN_PASSWORD = "a-completely-different-password";
+      try {
+        const app = new App({ outdir: other });
+        new WindowsServerPoolStack(app, "windows-server-pool");
+        app.synth();
+      } finally {
+        process.env = saved;
+      }
+      const json2 = JSON.parse(readFileSync(join(other, "stacks/windows-server-pool/cdk.tf.json"), "utf8")) as Json;
+      expect(urls(json2)).toEqual(urls(json));
+      expect(
+        readFileSync(isoOf("WinSrv-05")).equals(
+          readFileSync(
+            join(
+              other,
+              "stacks/windows-server-pool",
+              urls(json)
+                .find((u) => u.includes("WinSrv-05"))!
+                .replace("${path.module}/", ""),
+            ),
+          ),
+        ),
+      ).toBe(false);
+    } finally {
+      rmSync(other, { recursive: true, force: true });
+    }
+  });
+
   it("writes media files with mode 0600", () => {
     for (const vm of ["WinSrv-01", "WinSrv-20"]) expect(statSync(isoOf(vm)).mode & 0o777).toBe(0o600);
   });

@@ -140,6 +140,22 @@ describe("VmPool (cdktf)", () => {
     expect(Object.values<Json>(allowed.data.external)[0]!.lifecycle.postcondition).toEqual([]);
   });
 
+  it("every cluster host keeps its provider and shrink guard, also when no member under the new size lives there", () => {
+    const hosts = ["h1", "h2", "h3", "h4"].map((name) => ({ name, uri: `qemu+ssh://${name}/system` }));
+    const { json, pool } = synth(validProps({ size: 1, cluster: { hosts } }));
+    expect(new Set(pool.plan.members.map((m) => m.host.name)).size).toBe(1);
+    expect(json.provider.libvirt.map((p: Json) => p.alias).sort()).toEqual([
+      "host_h1",
+      "host_h2",
+      "host_h3",
+      "host_h4",
+    ]);
+    const probes = Object.values<Json>(json.data.external);
+    expect(probes.map((p) => p.query.uri).sort()).toEqual(hosts.map((h) => h.uri));
+    for (const p of probes)
+      expect(p.lifecycle.postcondition[0].condition).toBe("${tonumber(self.result.max_member_index) <= 1}");
+  });
+
   it("auto-select takes the storage pool from the plan-time probe", () => {
     const { json } = synth(
       validProps({
@@ -167,7 +183,7 @@ describe("VmPool (cdktf)", () => {
     const pt = synth(validProps({ host: { passThroughHostCpu: true, migration: { mode: "none" } } })).json;
     expect(Object.values<Json>(pt.resource.libvirt_domain)[0]!.cpu).toEqual({ mode: "host-passthrough" });
     const raw = synth(
-      validProps({ resourceAllocation: { disk: { storagePools: [{ name: "vg", type: "logical" }] } } }),
+      validProps({ stateful: true, resourceAllocation: { disk: { storagePools: [{ name: "vg", type: "logical" }] } } }),
     ).json;
     const v = byName(raw.resource.libvirt_volume)["MyPool-001.img"];
     expect(v).toMatchObject({

@@ -284,9 +284,9 @@ describe("pool validation", () => {
         "resourceAllocation.disk.storagePools",
         /mixes file- and block-backed pools/,
       );
-      const raw = planPool(
-        validProps({ resourceAllocation: { disk: { storagePools: [{ name: "ceph", type: "rbd" }] } } }),
-      );
+      const ceph = { resourceAllocation: { disk: { storagePools: [{ name: "ceph", type: "rbd" }] } } };
+      rejects(validProps(ceph), "resourceAllocation.disk.format", /no copy-on-write overlay to revert.*stateful: true/);
+      const raw = planPool(validProps({ ...ceph, stateful: true }));
       expect(raw.pool.storage.format).toBe("raw");
       expect(raw.warnings.join()).toMatch(/full copies/);
     });

@@ -28,7 +28,6 @@ const meta: MemberMetadata = {
   diskFormat: "qcow2",
   type: "automatic",
   stateful: false,
-  size: 3,
   prestarted: 1,
   maxVmsPerUser: 1,
   deleteProtection: false,

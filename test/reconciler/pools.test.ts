@@ -20,7 +20,6 @@ function pool(states: readonly DomainState[], policy: Partial<PoolPolicy> = {}):
     policy: {
       type: "automatic",
       stateful: false,
-      size: states.length,
       prestarted: 0,
       maxVmsPerUser: 1,
       deleteProtection: false,
@@ -69,7 +68,7 @@ describe("groupPools", () => {
       ["A-2", 2, "shut off", 1],
       ["A-4", 4, "running", 2],
     ]);
-    expect(a.policy).toMatchObject({ prestarted: 2, size: 4, templateVersion: 2, type: "automatic" });
+    expect(a.policy).toMatchObject({ prestarted: 2, templateVersion: 2, type: "automatic" });
     expect(a.members[0]).toMatchObject({ baseImagePath: old.pool.template.baseImagePath, diskFormat: "qcow2" });
     expect(pools.get("B")!.policy.type).toBe("manual");
   });
