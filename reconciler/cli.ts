@@ -6,6 +6,8 @@ import { StateStore } from "./store/store";
 import { Reconciler, type ReconcilerStatus } from "./reconciler";
 import { createApiServer } from "./api/server";
 import { TokenAuth, newToken } from "./api/auth";
+import { parseConsoleOption } from "./console";
+import { hostname } from "node:os";
 
 const USAGE = `usage:
   vmpools serve [--uri qemu:///system] [--db /var/lib/vmpools/state.db] [--listen 127.0.0.1:8480]
@@ -93,6 +95,12 @@ export function formatStatus(status: ReconcilerStatus | Record<string, unknown>)
   return lines.join("\n");
 }
 
+/** Where viewers reach the hypervisor's SPICE ports: the URI's host, or this machine for local URIs. */
+export function consoleHostOf(uri: string): string {
+  const host = /^[a-z0-9+]+:\/\/(?:[^@/]*@)?(\[[^\]]+\]|[^:/]+)/.exec(uri)?.[1];
+  return host ?? hostname();
+}
+
 async function serve(p: Parsed): Promise<void> {
   const uri = flag(p, "uri", "qemu:///system");
   const [host, port] = flag(p, "listen", "127.0.0.1:8480").split(/:(?=\d+$)/);
@@ -105,7 +113,7 @@ async function serve(p: Parsed): Promise<void> {
     events,
     store,
     retry: { maxAttempts: 5, baseDelayMs: 500 },
-    consoleHost: flag(p, "console-host", host === "0.0.0.0" ? "localhost" : host!),
+    consoleHost: flag(p, "console-host", consoleHostOf(uri)),
   });
   reconciler.on("failure", (f) => console.error(`vmpools: ${f.context}${f.vm ? ` ${f.vm}` : ""}: ${f.error.message}`));
   reconciler.on("activity", (a) => console.log(`vmpools: ${a.kind} ${a.pool}/${a.vm}${a.user ? ` (${a.user})` : ""}`));
@@ -169,7 +177,7 @@ export async function main(argv: readonly string[]): Promise<number> {
           (p.flags.get("option") ?? []).map((kv) => {
             const at = kv.indexOf("=");
             if (at < 1) throw new UsageError(`--option ${kv}: use key=value`);
-            return [kv.slice(0, at), kv.slice(at + 1)];
+            return [kv.slice(0, at), parseConsoleOption(kv.slice(0, at), kv.slice(at + 1))];
           }),
         );
         const body = Object.keys(options).length > 0 ? { options } : {};

@@ -39,6 +39,18 @@ export function validateConsoleOptions(options: ConsoleOptions): void {
   if (problems.length > 0) throw new ConsoleOptionsError(problems);
 }
 
+/**
+ * A console option given as text (CLI `--option name=value`) in the type the option takes:
+ * booleans from true/false/1/0/yes/no. Unknown names pass through for validation to report.
+ */
+export function parseConsoleOption(name: string, text: string): string | boolean {
+  if ((VV_OPTIONS as Record<string, { type: string }>)[name]?.type !== "boolean") return text;
+  const t = text.toLowerCase();
+  if (["true", "1", "yes", "on"].includes(t)) return true;
+  if (["false", "0", "no", "off"].includes(t)) return false;
+  return text;
+}
+
 /** libvirt's `passwdValidTo`: UTC without zone or fractions. */
 export function libvirtTime(epochMs: number): string {
   return new Date(epochMs).toISOString().slice(0, 19);

@@ -102,7 +102,12 @@ async function handle(
   const who = auth.authenticate(req.headers.authorization);
   if (!who) throw new HttpError(401, "unauthenticated", "send Authorization: Bearer <token> (see: vmpools token)");
   const path = new URL(req.url ?? "/", "http://api").pathname;
-  const parts = path.split("/").filter(Boolean).map(decodeURIComponent);
+  let parts: string[];
+  try {
+    parts = path.split("/").filter(Boolean).map(decodeURIComponent);
+  } catch {
+    throw new HttpError(400, "bad-path", `the path ${path} has a malformed %-escape`);
+  }
   const method = req.method ?? "GET";
   const expect = (wanted: string) => {
     if (method !== wanted) throw new HttpError(405, "method-not-allowed", `${path} takes ${wanted}`);

@@ -2,12 +2,14 @@ import { execFile } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import type { AddressInfo } from "node:net";
-import { tmpdir } from "node:os";
+import { hostname, tmpdir } from "node:os";
 import { join } from "node:path";
 import type { Server } from "node:http";
 import { promisify } from "node:util";
 import type { PoolPlan } from "../../core";
 import { TokenAuth, newToken } from "../../reconciler/api/auth";
+import { consoleHostOf } from "../../reconciler/cli";
+import { parseConsoleOption } from "../../reconciler/console";
 import { createApiServer } from "../../reconciler/api/server";
 import { DomainEvents } from "../../reconciler/driver/events";
 import { VirshDriver } from "../../reconciler/driver/libvirt-driver";
@@ -152,6 +154,7 @@ describe("HTTP API and CLI against a reconciler on libvirt's test hypervisor", (
       message: expect.stringContaining('no pool named "NoSuchPool"'),
     });
     expect((await api("alice", "GET", "/v1/nothing")).status).toBe(404);
+    expect((await api("alice", "POST", "/v1/pools/%E0%A4%A/take")).json).toMatchObject({ error: "bad-path" });
     expect((await api("alice", "GET", `/v1/pools/${p(AUTO)}/take`)).status).toBe(405);
     const bad = await api("alice", "POST", `/v1/pools/${p(AUTO)}/vms/x/return`, "{not json");
     expect(bad.status).toBe(400);
@@ -195,5 +198,17 @@ describe("HTTP API and CLI against a reconciler on libvirt's test hypervisor", (
     expect(readFileSync(file, "utf8")).not.toContain(token);
     expect(TokenAuth.fromFile(file).authenticate(`Bearer ${token}`)).toEqual({ user: "carol", role: "admin" });
     expect(TokenAuth.fromFile(file).authenticate(`Bearer ${token}x`)).toBeUndefined();
+  });
+});
+
+describe("CLI helpers", () => {
+  it("console options typed from text; console host from the libvirt URI", () => {
+    expect(parseConsoleOption("fullscreen", "1")).toBe(true);
+    expect(parseConsoleOption("fullscreen", "off")).toBe(false);
+    expect(parseConsoleOption("fullscreen", "maybe")).toBe("maybe");
+    expect(parseConsoleOption("title", "1")).toBe("1");
+    expect(consoleHostOf("qemu+ssh://root@h1.example.com/system")).toBe("h1.example.com");
+    expect(consoleHostOf("qemu+tcp://[fd00::1]:16509/system")).toBe("[fd00::1]");
+    expect(consoleHostOf("qemu:///system")).toBe(hostname());
   });
 });
