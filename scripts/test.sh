@@ -9,4 +9,6 @@ bash scripts/ensure-node-deps.sh
 echo "== typecheck" && npx tsc --noEmit -p .
 echo "== lint" && npx eslint . && npx prettier --check . >/dev/null
 echo "== libvirtd" && bash scripts/libvirt-up.sh
-echo "== jest" && npx jest --ci "$@"
+echo "== jest (parallel)" && npx jest --ci --testPathIgnorePatterns '\.serial\.test\.ts$' "$@"
+# Tests that restart libvirtd run alone, after the rest.
+echo "== jest (serial)" && npx jest --ci --runInBand --testPathPatterns '\.serial\.test\.ts$' "$@"

@@ -45,6 +45,16 @@ export class VirshError extends Error {
     this.name = "VirshError";
   }
 
+  /**
+   * libvirtd went away (restart, crash): virsh reports it on the first command after, and
+   * reconnects on the next one.
+   */
+  get connectionLost(): boolean {
+    return /Disconnected from .* due to|end of file while reading data|client socket is closed|Cannot recv data|Cannot write data/i.test(
+      this.detail,
+    );
+  }
+
   /** The domain, volume, pool or metadata element the command named does not exist. */
   get notFound(): boolean {
     return /failed to get (domain|vol|pool)|not found/i.test(this.detail);
@@ -130,6 +140,16 @@ export class VirshSession {
    * Commands that read the terminal (`console`, `edit`) would swallow the commands behind them.
    */
   run(args: readonly string[], options: RunOptions = {}): Promise<string> {
+    // A command that met a lost connection (libvirtd restarted) is sent once more: virsh has
+    // reconnected by then. The driver's commands are reads or state changes that either repeat
+    // harmlessly or fail with a clear libvirt error (e.g. "already running").
+    return this.runOnce(args, options).catch((e: unknown) => {
+      if (e instanceof VirshError && e.connectionLost && !this.closed) return this.runOnce(args, options);
+      throw e;
+    });
+  }
+
+  private runOnce(args: readonly string[], options: RunOptions): Promise<string> {
     if (this.closed) return Promise.reject(new Error(`virsh session for ${this.uri} is closed`));
     if (args.length === 0) return Promise.reject(new Error("virsh command is empty"));
     let line: string;

@@ -1,6 +1,7 @@
 // End to end on qemu:///system with the tiny real guest: members boot, write a marker into their
 // qcow2 overlay and power off; the reconciler reacts to the lifecycle events. Needs root,
 // libvirtd and qemu (installed/started on demand); fails, never skips, without them.
+import { execFileSync } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import * as fs from "node:fs";
 import * as path from "node:path";
@@ -209,3 +210,31 @@ test("guests write, power off and are handled as their pool says; consoles get t
   expect(store.pendingIntents()).toEqual([]);
   expect(failures).toEqual([]);
 }, 180_000);
+
+/** Kills libvirtd and starts it again, as a host upgrade or crash would; persistent domains stay. */
+function restartLibvirtd(): void {
+  execFileSync("sh", [
+    "-c",
+    "pkill -x libvirtd; for i in $(seq 100); do pgrep -x libvirtd >/dev/null || break; sleep 0.1; done",
+  ]);
+  execFileSync("libvirtd", ["-d"]);
+  execFileSync("sh", [
+    "-c",
+    `for i in $(seq 100); do virsh -c ${LIBVIRT_URI} uri >/dev/null 2>&1 && exit 0; sleep 0.1; done; exit 1`,
+  ]);
+}
+
+// Runs after the test above (this file runs alone, serially, after the parallel suites: a
+// restart would wipe the test hypervisor the others use).
+test("after a libvirtd restart the session reconnects, events resubscribe and returns are still event-driven", async () => {
+  const stateless = plans[0]!;
+  const [s1] = stateless.members;
+  await reconciler.idle();
+  restartLibvirtd();
+  const returned = activity(reconciler, "returned", s1!.name, 60_000);
+  expect(await reconciler.take(stateless.pool.name, "carol")).toMatchObject({ vm: s1!.name, started: true });
+  expect(await returned).toMatchObject({ user: "carol", by: "shutdown" });
+  expect(guestLog(s1!)).toMatchObject({ marker: BASE_MARKER, written: "STATELESS-WROTE", poweredOff: true });
+  expect(readImageMarker(overlayPath(s1!), "qcow2")).toBe(BASE_MARKER);
+  expect(store.pendingIntents()).toEqual([]);
+}, 120_000);
