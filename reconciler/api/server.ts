@@ -1,6 +1,5 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
 import type { Reconciler, ReconcilerStatus } from "../reconciler";
-import { NotHolderError } from "../store/store";
 import type { Principal, TokenAuth } from "./auth";
 
 /** Maps the reconciler's refusal codes to HTTP statuses; anything else is a 500. */
@@ -80,9 +79,8 @@ export function createApiServer(reconciler: Reconciler, auth: TokenAuth): Server
   return createServer((req, res) => {
     handle(reconciler, auth, req, res).catch((e: unknown) => {
       const err = e as Error & { code?: string };
-      const refusal = e instanceof NotHolderError ? "not-holder" : err.code;
-      const status = e instanceof HttpError ? e.status : (STATUS_BY_CODE[refusal ?? ""] ?? 500);
-      const code = e instanceof HttpError ? e.code : status === 500 ? "internal" : refusal!;
+      const status = e instanceof HttpError ? e.status : (STATUS_BY_CODE[err.code ?? ""] ?? 500);
+      const code = e instanceof HttpError ? e.code : status === 500 ? "internal" : err.code!;
       send(res, status, { error: code, message: status === 500 ? `internal error: ${err.message}` : err.message });
     });
   });

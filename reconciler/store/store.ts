@@ -48,6 +48,7 @@ export type ClaimResult =
 
 /** A user tried to return a VM that someone else holds. */
 export class NotHolderError extends Error {
+  readonly code = "not-holder";
   constructor(
     readonly pool: string,
     readonly vm: string,
