@@ -3,6 +3,7 @@
 // a test can prove that a disk change landed in a qcow2 overlay and that recreating the overlay
 // reverts it.
 import { execFileSync } from "node:child_process";
+import { requireLibvirtd, virsh as virshAt } from "../support/libvirt";
 import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
@@ -174,64 +175,15 @@ export function readImageMarker(imagePath: string, format: "qcow2" | "raw"): str
 }
 
 export const LIBVIRT_URI = "qemu:///system";
-const SCRIPTS = path.join(__dirname, "..", "..", "scripts");
 
-export function virsh(...args: string[]): string {
-  return execFileSync("virsh", ["-q", "-c", LIBVIRT_URI, ...args], {
-    encoding: "utf8",
-    stdio: ["ignore", "pipe", "pipe"],
-  }).trim();
-}
-
-function ok(cmd: string, args: string[]): boolean {
-  try {
-    execFileSync(cmd, args, { stdio: "ignore" });
-    return true;
-  } catch {
-    return false;
-  }
-}
+export const virsh = (...args: string[]): string => virshAt(LIBVIRT_URI, ...args).trim();
 
 /**
- * libvirt probes qemu with KVM enabled but then checks /dev/kvm as libvirt-qemu; a container's
- * /dev/kvm is root-only (no udev), so each check finds the cached capabilities stale and
- * re-probes qemu: ~4 s per API call, ~45 s per `virsh define`. Debian's udev rule gives /dev/kvm
- * root:kvm 0660 (libvirt-qemu is in kvm); applying the same makes the cache stick. Domains stay
- * type "qemu" (TCG) regardless.
+ * Fails (never skips) unless qemu:///system answers. Installing libvirt, starting it and fixing
+ * /dev/kvm's group is the job of scripts/setup-system.sh and scripts/libvirt-up.sh, which
+ * `npm test` runs first.
  */
-export function fixKvmDeviceAccess(): void {
-  if (!fs.existsSync("/dev/kvm") || !ok("getent", ["group", "kvm"])) return;
-  if ((fs.statSync("/dev/kvm").mode & 0o060) === 0o060) return;
-  execFileSync("chgrp", ["kvm", "/dev/kvm"]);
-  execFileSync("chmod", ["0660", "/dev/kvm"]);
-}
-
-/**
- * Makes qemu:///system answer: starts libvirtd, installing the Debian packages first if they are
- * missing. Throws (never skips) when that is impossible, so a broken machine fails the test.
- */
-export function ensureLibvirt(): void {
-  const tools = () =>
-    ok("virt-xml-validate", ["--help"]) && ok("qemu-img", ["--version"]) && ok("virsh", ["--version"]);
-  if (!tools()) execFileSync("bash", [path.join(SCRIPTS, "setup-system.sh")], { stdio: "inherit" });
-  // `virsh uri` rather than `version`: the latter probes qemu and costs seconds.
-  const up = () => ok("virsh", ["-c", LIBVIRT_URI, "uri"]);
-  if (!up()) {
-    try {
-      execFileSync("bash", [path.join(SCRIPTS, "libvirt-up.sh")], { stdio: "inherit" });
-    } catch {
-      execFileSync("bash", [path.join(SCRIPTS, "setup-system.sh")], { stdio: "inherit" });
-      execFileSync("bash", [path.join(SCRIPTS, "libvirt-up.sh")], { stdio: "inherit" });
-    }
-  }
-  fixKvmDeviceAccess();
-  // libvirt-up.sh waits on the test driver; the qemu driver may need a moment longer.
-  for (let i = 0; i < 50; i++) {
-    if (up()) return;
-    execFileSync("sleep", ["0.2"]);
-  }
-  throw new Error(`libvirt: ${LIBVIRT_URI} does not answer`);
-}
+export const ensureLibvirt = (): void => requireLibvirtd(LIBVIRT_URI);
 
 /** Polls `virsh domstate` every 200 ms until the domain is shut off; returns the state reason. */
 export async function waitShutOff(name: string, timeoutMs: number): Promise<string> {

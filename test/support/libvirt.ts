@@ -24,7 +24,8 @@ export async function releaseTestDriver(child: ChildProcess): Promise<void> {
 /** Fails with the set-up command when libvirtd is not reachable. */
 export function requireLibvirtd(uri = TEST_URI): void {
   try {
-    virsh(uri, "version");
+    // `uri`, not `version`: the latter probes qemu and can cost seconds.
+    virsh(uri, "uri");
   } catch (e) {
     throw new Error(`libvirtd is not answering on ${uri}; run: bash scripts/libvirt-up.sh (${(e as Error).message})`);
   }
