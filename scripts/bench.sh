@@ -3,8 +3,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/ensure-node-deps.sh >&2
-npx tsc -p . --outDir dist
-mkdir -p dist/constructs/assets && cp constructs/assets/* dist/constructs/assets/
+npm run build --silent
 node dist/bench/synth.js
 bash scripts/setup-system.sh >&2
 bash scripts/libvirt-up.sh >&2
