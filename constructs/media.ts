@@ -5,7 +5,7 @@ import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { ConfigMediaPlan } from "../core";
-import { buildFloppy, buildIso } from "../core/media";
+import { buildConfigMedia } from "../core/media";
 
 let stagingDir: string | undefined;
 
@@ -23,25 +23,34 @@ function staging(): string {
 }
 
 /**
- * Builds a member's sysprep image (ISO 9660 + Joliet, or a FAT12 floppy), deterministic for the
- * same answer file, written with mode 0600 and shipped as a Terraform asset. Returns the path the
- * libvirt provider uploads the volume from.
+ * The provider reads upload content on the Terraform machine and resolves relative paths against
+ * its own working directory, so every path it reads is made absolute at plan time.
  */
-export function sysprepMediaUrl(
-  scope: Construct,
-  vmName: string,
-  media: Extract<ConfigMediaPlan, { kind: "sysprep" }>,
-): string {
-  const floppy = media.device === "floppy";
-  const image = floppy
-    ? buildFloppy({ label: "UNATTEND", files: media.files })
-    : buildIso({ volumeId: "UNATTEND", files: media.files });
-  const file = join(staging(), `${vmName}-sysprep.${floppy ? "img" : "iso"}`);
+const absoluteAssetUrl = (asset: TerraformAsset) => `\${abspath(path.module)}/${asset.path}`;
+
+/**
+ * Builds a member's initial-run image (cloud-init NoCloud ISO, sysprep ISO or floppy),
+ * deterministic for the same input, written with mode 0600 and shipped as a Terraform asset.
+ * Returns the absolute path the libvirt provider uploads the volume from.
+ */
+export function configMediaUrl(scope: Construct, vmName: string, media: ConfigMediaPlan): string {
+  const { image, extension } = buildConfigMedia(media);
+  const file = join(staging(), `${vmName}-${media.kind}.${extension}`);
   writeFileSync(file, image, { mode: 0o600 });
   // cdktf names asset folders by an MD5 of the content unless told otherwise; for a deterministic
   // image whose only unknowns are the passwords that hash would let anyone who reads the plan
   // guess them offline. Name it by non-secret facts instead (the volume is creation-time anyway).
-  const assetHash = createHash("sha256").update(`vmpools-sysprep\u0000${scope.node.path}`).digest("hex").slice(0, 32);
-  const asset = new TerraformAsset(scope, "sysprep-media", { path: file, type: AssetType.FILE, assetHash });
-  return `\${path.module}/${asset.path}`;
+  const assetHash = createHash("sha256")
+    .update(`vmpools-${media.kind}\u0000${scope.node.path}`)
+    .digest("hex")
+    .slice(0, 32);
+  const asset = new TerraformAsset(scope, `${media.kind}-media`, { path: file, type: AssetType.FILE, assetHash });
+  return absoluteAssetUrl(asset);
+}
+
+/** The pool's policy document as an asset (no secrets in it), for the policy volumes. */
+export function policyDocumentUrl(scope: Construct, xml: string): string {
+  const file = join(staging(), `${createHash("sha256").update(scope.node.path).digest("hex").slice(0, 16)}.xml`);
+  writeFileSync(file, xml, { mode: 0o644 });
+  return absoluteAssetUrl(new TerraformAsset(scope, "policy-document", { path: file, type: AssetType.FILE }));
 }

@@ -16,7 +16,6 @@ import {
   volumeTargetToTerraform,
   type VolumeConfig,
 } from "../providers/gen/providers/libvirt/volume";
-import type { CloudinitDiskConfig } from "../providers/gen/providers/libvirt/cloudinit-disk";
 
 type Attributes = Record<string, unknown>;
 type Body<C> = Omit<C, keyof TerraformMetaArguments>;
@@ -65,20 +64,6 @@ export function volumeResource(
     target: volumeTargetToTerraform(c.target),
     backing_store: volumeBackingStoreToTerraform(c.backingStore),
     create: volumeCreateToTerraform(c.create),
-  });
-}
-
-export function cloudinitDiskResource(
-  scope: Construct,
-  id: string,
-  meta: TerraformMetaArguments,
-  c: Body<CloudinitDiskConfig>,
-): RenderedResource {
-  return new RenderedResource(scope, id, "libvirt_cloudinit_disk", meta, {
-    name: c.name,
-    meta_data: c.metaData,
-    user_data: c.userData,
-    network_config: c.networkConfig,
   });
 }
 

@@ -1,5 +1,6 @@
-import { Annotations, Fn, TerraformOutput } from "cdktf";
+import { Annotations, DataResource, Fn, TerraformOutput, TerraformStack, type TerraformResource } from "cdktf";
 import { Construct } from "constructs";
+import { createHash } from "node:crypto";
 import {
   planPool,
   memberNamePattern,
@@ -11,31 +12,12 @@ import {
 } from "../core";
 import type { DomainDevicesDisks } from "../providers/gen/providers/libvirt/domain";
 import { DataExternal } from "../providers/gen/providers/external/data-external";
-import { sysprepMediaUrl } from "./media";
-import { externalProviderFor, hostProbeAsset, libvirtProviderFor } from "./providers";
-import { cloudinitDiskResource, domainResource, volumeResource, type RenderedResource } from "./rendered-resource";
+import { configMediaUrl, policyDocumentUrl } from "./media";
+import { externalProviderFor, hostProbeAsset, libvirtProviderFor, providerAlias } from "./providers";
+import { domainResource, volumeResource, type RenderedResource } from "./rendered-resource";
+import { forgetResources, terraformName } from "./removed";
 
 export type { VmPoolProps } from "../core";
-
-/**
- * Domain attributes fixed when a member is created. As in oVirt, editing the pool (template,
- * hardware, disks) affects only members created afterwards, and power state belongs to the
- * reconciler, so Terraform never updates these on existing members. Metadata (the pool policy)
- * and description stay managed: policy edits reach every member.
- */
-const CREATION_TIME_DOMAIN_ATTRIBUTES = [
-  "running",
-  "type",
-  "memory",
-  "memory_unit",
-  "vcpu",
-  "cpu",
-  "numa_tune",
-  "os",
-  "features",
-  "devices",
-  "sys_info",
-];
 
 export interface PoolMemberResources {
   readonly plan: VmPlan;
@@ -46,8 +28,15 @@ export interface PoolMemberResources {
 
 /**
  * An oVirt-style VM pool rendered for the dmacvicar/libvirt provider: per member a qcow2 overlay
- * on the template's base image, its initial-run media as a CD-ROM, and a domain carrying the pool
- * policy in `<metadata>` for the reconciler.
+ * on the template's base image, its initial-run media as a CD-ROM, and a domain; per cluster host
+ * one policy volume holding the pool's current policy for the reconciler.
+ *
+ * Member resources are fully creation-time (`ignore_changes = all`): the provider's in-place
+ * update of a domain shuts the guest down and redefines it, and a volume update always fails, so
+ * no edit may ever reach an existing member. As in oVirt, an edit affects only members created
+ * afterwards; the policy (type, prestarted, max per user, console, migration, description) lives
+ * in the policy volume, which Terraform replaces when the policy changes (`replace_triggered_by`
+ * a `terraform_data` holding its hash) and the reconciler reads.
  */
 export class VmPool extends Construct {
   /** The engine-neutral plan this construct rendered. */
@@ -68,11 +57,71 @@ export class VmPool extends Construct {
       probes.set(host.name, this.hostProbe(host));
     }
     this.members = this.plan.members.map((m) => this.renderMember(m, probes.get(m.host.name)!));
+    this.renderPolicy();
+    // Detached members leave Terraform's management without being destroyed (seed: the VM stays
+    // as an independent VM).
+    forgetResources(
+      this,
+      this.plan.detached.flatMap((m) => [
+        `libvirt_domain.${this.logicalId(m.name, "domain")}`,
+        `libvirt_volume.${this.logicalId(m.name, "system")}`,
+        ...(m.configMedia ? [`libvirt_volume.${this.logicalId(m.name, "media")}`] : []),
+      ]),
+    );
 
     new TerraformOutput(this, "member-names", {
       description: `Members of pool ${this.plan.pool.name}`,
       value: this.plan.members.map((m) => m.name),
     });
+  }
+
+  /**
+   * Terraform resource names: readable in a plan and independent of construct-tree hashes, so a
+   * reviewer sees `libvirt_domain.MyPool_MyPool-001` and detached members can be named in
+   * `removed` blocks.
+   */
+  private logicalId(memberName: string, part: string): string {
+    return terraformName(`${this.poolPath()}_${memberName}_${part}`);
+  }
+
+  /** The pool's construct path inside its stack, e.g. `MyPool`. */
+  private poolPath(): string {
+    const scopes = this.node.scopes;
+    return scopes
+      .slice(scopes.indexOf(TerraformStack.of(this)) + 1)
+      .map((c) => c.node.id)
+      .join("_");
+  }
+
+  /**
+   * The policy document as a volume on every cluster host. Volumes cannot be updated (the
+   * provider refuses), so any change replaces it, triggered by a `terraform_data` that holds the
+   * document's hash; nothing else depends on it, so the replacement touches no member.
+   */
+  private renderPolicy(): void {
+    const { pool, policy } = this.plan;
+    const revision = new DataResource(this, "policy-revision", {
+      input: { policy_sha256: createHash("sha256").update(policy.xml).digest("hex") },
+    });
+    revision.overrideLogicalId(terraformName(`${this.poolPath()}_policy_revision`));
+    const url = policyDocumentUrl(this, policy.xml);
+    for (const host of pool.clusterHosts) {
+      const volume = volumeResource(
+        this,
+        `policy-${host.name}`,
+        {
+          provider: libvirtProviderFor(this, host),
+          lifecycle: { ignoreChanges: "all", replaceTriggeredBy: [revision] },
+        },
+        {
+          name: policy.volumeName,
+          pool: pool.storage.candidates[0]!.name,
+          target: { format: { type: "raw" } },
+          create: { content: { url } },
+        },
+      );
+      volume.overrideLogicalId(terraformName(`${this.poolPath()}_policy_${providerAlias(host)}`));
+    }
   }
 
   /** Storage pool expression for a host: fixed, or the probe's pick at plan time. */
@@ -105,6 +154,8 @@ export class VmPool extends Construct {
         uri: host.uri,
         candidates: pool.storage.candidates.map((c) => c.name).join(","),
         member_pattern: memberNamePattern(pool.mask).source,
+        // Detached members keep their names but are independent VMs now, not members.
+        detached: pool.detached.join(","),
       },
       lifecycle: { postcondition: guard },
     });
@@ -115,50 +166,41 @@ export class VmPool extends Construct {
     const scope = new Construct(this, m.name);
     const provider = libvirtProviderFor(this, m.host);
     const storagePool = this.storagePool(probe);
-    const lifecycle = { ignoreChanges: "all" as const, preventDestroy: pool.deleteProtection };
-    const volumeMeta = { provider, lifecycle };
+    const meta = { provider, lifecycle: { ignoreChanges: "all" as const, preventDestroy: pool.deleteProtection } };
+    const named = <T extends TerraformResource>(resource: T, part: string): T => {
+      resource.overrideLogicalId(this.logicalId(m.name, part));
+      return resource;
+    };
 
     const [system, config] = [m.disks.find((d) => d.role === "system")!, m.disks.find((d) => d.role === "config")];
-    const systemVolume = volumeResource(scope, "system-disk", volumeMeta, {
-      name: system.volumeName,
-      pool: storagePool,
-      capacity: system.capacityGiB,
-      capacityUnit: "GiB",
-      target: { format: { type: system.format } },
-      backingStore: system.backingStore && {
-        path: system.backingStore.path,
-        format: { type: system.backingStore.format },
-      },
-      create: system.copyOf ? { content: { url: system.copyOf } } : undefined,
-    });
-
-    let configVolume: RenderedResource | undefined;
-    if (config && m.configMedia) {
-      let url: string;
-      if (m.configMedia.kind === "cloud-init") {
-        const media = m.configMedia.media;
-        const iso = cloudinitDiskResource(
-          scope,
-          "cloud-init",
-          { provider, lifecycle: { ignoreChanges: "all", preventDestroy: pool.deleteProtection } },
-          {
-            name: `${m.name}-cloud-init`,
-            metaData: media.metaData,
-            userData: media.userData,
-            networkConfig: media.networkConfig,
-          },
-        );
-        url = iso.getStringAttribute("path");
-      } else {
-        url = sysprepMediaUrl(scope, m.name, m.configMedia);
-      }
-      configVolume = volumeResource(scope, `${m.configMedia.kind}-volume`, volumeMeta, {
-        name: config.volumeName,
+    const systemVolume = named(
+      volumeResource(scope, "system-disk", meta, {
+        name: system.volumeName,
         pool: storagePool,
-        target: { format: { type: "raw" } },
-        create: { content: { url } },
-      });
-    }
+        capacity: system.capacityGiB,
+        capacityUnit: "GiB",
+        target: { format: { type: system.format } },
+        backingStore: system.backingStore && {
+          path: system.backingStore.path,
+          format: { type: system.backingStore.format },
+        },
+        create: system.copyOf ? { content: { url: system.copyOf } } : undefined,
+      }),
+      "system",
+    );
+
+    const configVolume =
+      config && m.configMedia
+        ? named(
+            volumeResource(scope, "config-media", meta, {
+              name: config.volumeName,
+              pool: storagePool,
+              target: { format: { type: "raw" } },
+              create: { content: { url: configMediaUrl(scope, m.name, m.configMedia) } },
+            }),
+            "media",
+          )
+        : undefined;
 
     const disk = (d: DiskPlan, volume: RenderedResource): DomainDevicesDisks => ({
       device: d.device,
@@ -169,60 +211,69 @@ export class VmPool extends Construct {
       boot: d.bootOrder === undefined ? undefined : { order: d.bootOrder },
     });
 
-    const domainMeta = {
-      provider,
-      lifecycle: { ignoreChanges: CREATION_TIME_DOMAIN_ATTRIBUTES, preventDestroy: pool.deleteProtection },
-    };
-    const domain = domainResource(scope, "domain", domainMeta, {
-      name: m.name,
-      type: m.domainType,
-      description: m.description || undefined,
-      memory: m.memoryMiB,
-      memoryUnit: "MiB",
-      vcpu: m.vcpus,
-      cpu:
-        m.cpuMode || m.numaCells.length > 0
-          ? {
-              mode: m.cpuMode,
-              numa:
-                m.numaCells.length > 0
-                  ? { cell: m.numaCells.map((c) => ({ cpus: c.cpus, memory: c.memoryMiB, unit: "MiB" })) }
-                  : undefined,
-            }
-          : undefined,
-      numaTune: m.numaTune && {
-        memory: { mode: m.numaTune.mode, nodeset: m.numaTune.nodeset },
-        memNodes:
-          m.numaTune.memNodes.length > 0
-            ? m.numaTune.memNodes.map((n) => ({ cellId: n.cellId, mode: n.mode, nodeset: n.nodeset }))
+    const boot = m.directKernelBoot;
+    const domain = named(
+      domainResource(scope, "domain", meta, {
+        name: m.name,
+        type: m.domainType,
+        description: m.description || undefined,
+        memory: m.memoryMiB,
+        memoryUnit: "MiB",
+        vcpu: m.vcpus,
+        cpu:
+          m.cpuMode || m.numaCells.length > 0
+            ? {
+                mode: m.cpuMode,
+                numa:
+                  m.numaCells.length > 0
+                    ? { cell: m.numaCells.map((c) => ({ cpus: c.cpus, memory: c.memoryMiB, unit: "MiB" })) }
+                    : undefined,
+              }
             : undefined,
-      },
-      os: { type: "hvm", typeMachine: m.machine, smBios: { mode: "sysinfo" } },
-      features: { acpi: true },
-      sysInfo: [{ smbios: { oemStrings: { entry: m.oemStrings.slice() } } }],
-      devices: {
-        disks: [disk(system, systemVolume), ...(config && configVolume ? [disk(config, configVolume)] : [])],
-        interfaces: m.nics.map((n) => ({ source: { network: { network: n.network } }, model: { type: n.model } })),
-        graphics: [
-          {
-            spice: {
-              autoPort: true,
-              listen: m.graphics.listen,
-              // Locks the console until the reconciler issues a user a short-lived ticket. A random
-              // value set once at creation (devices are creation-time), never shown in plans.
-              passwd: Fn.uuid(),
-              passwdValidTo: "1970-01-01T00:00:00",
+        numaTune: m.numaTune && {
+          memory: { mode: m.numaTune.mode, nodeset: m.numaTune.nodeset },
+          memNodes:
+            m.numaTune.memNodes.length > 0
+              ? m.numaTune.memNodes.map((n) => ({ cellId: n.cellId, mode: n.mode, nodeset: n.nodeset }))
+              : undefined,
+        },
+        os: {
+          type: "hvm",
+          typeMachine: m.machine,
+          smBios: { mode: "sysinfo" },
+          kernel: boot?.kernelPath,
+          initrd: boot?.initrdPath,
+          cmdline: boot?.cmdline || undefined,
+        },
+        features: { acpi: true },
+        sysInfo: [{ smbios: { oemStrings: { entry: m.oemStrings.slice() } } }],
+        devices: {
+          disks: [disk(system, systemVolume), ...(config && configVolume ? [disk(config, configVolume)] : [])],
+          interfaces: m.nics.map((n) => ({ source: { network: { network: n.network } }, model: { type: n.model } })),
+          graphics: [
+            {
+              spice: {
+                autoPort: true,
+                listen: m.graphics.listen,
+                // Locks the console until the reconciler issues a user a short-lived ticket: a random
+                // value set once at creation, already expired, never shown in plans.
+                passwd: Fn.uuid(),
+                passwdValidTo: "1970-01-01T00:00:00",
+              },
             },
-          },
-        ],
-        videos: [{ model: { type: "qxl", primary: "yes" } }],
-        channels: [{ source: { spiceVmc: true }, target: { virtIo: { name: "com.redhat.spice.0" } } }],
-        serials: [{ target: { port: 0 } }],
-        consoles: [{ target: { type: "serial", port: 0 } }],
-      },
-      metadata: { xml: m.metadataXml },
-      running: false,
-    });
+          ],
+          videos: [{ model: { type: "qxl", primary: "yes" } }],
+          channels: [{ source: { spiceVmc: true }, target: { virtIo: { name: "com.redhat.spice.0" } } }],
+          serials: [{ target: { port: 0 } }],
+          consoles: [{ target: { type: "serial", port: 0 } }],
+        },
+        // The policy at creation: the reconciler's fallback while no policy volume is readable.
+        metadata: { xml: m.metadataXml },
+        // Power state belongs to the reconciler.
+        running: false,
+      }),
+      "domain",
+    );
     return { plan: m, systemVolume, configVolume, domain };
   }
 }

@@ -62,15 +62,43 @@ const attrs = (values: Record<string, string | number | boolean | undefined>) =>
 
 /** Renders the `<vmpools:member>` element libvirt stores inside the domain's `<metadata>`. */
 export function renderMetadataXml(m: MemberMetadata): string {
+  return renderElement("member", m, { pool: m.pool, cluster: m.cluster, index: m.index }, "");
+}
+
+/**
+ * The pool's current policy as a document of its own (root `<vmpools:pool>`, same children as a
+ * member's metadata plus the description). The engines deploy it as a small volume on every
+ * cluster host and replace that volume when the policy changes; member domains keep the policy
+ * they were created with and are never updated. The reconciler reads the document, so a policy
+ * edit reaches running members without Terraform or Pulumi touching them.
+ */
+export function renderPolicyDocument(pool: ResolvedPool): string {
+  const m = memberMetadata(pool, 0);
+  const description = [pool.description, pool.comment].filter((s) => s.length > 0).join("\n\n");
+  return renderElement(
+    "pool",
+    m,
+    { pool: m.pool, cluster: m.cluster },
+    `<${METADATA_PREFIX}:description>${escapeXml(description)}</${METADATA_PREFIX}:description>`,
+  );
+}
+
+function renderElement(
+  root: "member" | "pool",
+  m: MemberMetadata,
+  rootAttrs: Record<string, string | number>,
+  extra: string,
+): string {
   const p = METADATA_PREFIX;
   return (
-    `<${p}:member xmlns:${p}="${METADATA_NAMESPACE}"${attrs({ pool: m.pool, cluster: m.cluster, index: m.index })}>` +
+    `<${p}:${root} xmlns:${p}="${METADATA_NAMESPACE}"${attrs(rootAttrs)}>` +
+    extra +
     `<${p}:template${attrs({ name: m.templateName, version: m.templateVersion, base: m.baseImagePath, baseFormat: m.baseImageFormat, diskFormat: m.diskFormat })}/>` +
     `<${p}:policy${attrs({ type: m.type, stateful: m.stateful, prestarted: m.prestarted, maxVmsPerUser: m.maxVmsPerUser, deleteProtection: m.deleteProtection })}/>` +
     `<${p}:console${attrs({ spiceProxy: m.spiceProxy })}/>` +
     `<${p}:placement${attrs({ hosts: m.allowedHosts.join(",") })}/>` +
     `<${p}:migration${attrs({ mode: m.migrationMode, policy: m.migrationPolicy, downtimeMs: m.migrationDowntimeMs, autoConverge: m.autoConverge, compression: m.compression })}/>` +
-    `</${p}:member>`
+    `</${p}:${root}>`
   );
 }
 
@@ -78,7 +106,7 @@ export function renderMetadataXml(m: MemberMetadata): string {
  * Reads member metadata back from libvirt's XML (as `virsh metadata` or `dumpxml` returns it,
  * with any namespace prefix). Returns undefined when the element is missing or incomplete.
  */
-export function parseMetadataXml(xml: string): MemberMetadata | undefined {
+export function parseMetadataXml(xml: string, root: "member" | "pool" = "member"): MemberMetadata | undefined {
   const element = (name: string): Record<string, string> | undefined => {
     const m = new RegExp(`<(?:[A-Za-z0-9_-]+:)?${name}\\b([^>]*?)/?>`).exec(xml);
     if (!m) return undefined;
@@ -87,7 +115,7 @@ export function parseMetadataXml(xml: string): MemberMetadata | undefined {
     return out;
   };
   if (!xml.includes(METADATA_NAMESPACE)) return undefined;
-  const member = element("member");
+  const member = element(root);
   const template = element("template");
   const policy = element("policy");
   const migration = element("migration");
@@ -96,7 +124,7 @@ export function parseMetadataXml(xml: string): MemberMetadata | undefined {
   return {
     pool: member.pool!,
     cluster: member.cluster!,
-    index: Number(member.index),
+    index: root === "member" ? Number(member.index) : 0,
     templateName: template.name!,
     templateVersion: Number(template.version),
     baseImagePath: template.base!,
@@ -116,3 +144,27 @@ export function parseMetadataXml(xml: string): MemberMetadata | undefined {
     compression: migration.compression!,
   };
 }
+
+/** A pool's policy document as deployed by the engines, read back. */
+export interface PolicyDocument {
+  readonly policy: MemberMetadata;
+  readonly description: string;
+}
+
+/** Reads a document written by `renderPolicyDocument`; undefined when it is not one. */
+export function parsePolicyDocument(xml: string): PolicyDocument | undefined {
+  const policy = parseMetadataXml(xml, "pool");
+  if (!policy) return undefined;
+  const description = /<(?:[A-Za-z0-9_-]+:)?description>([^<]*)<\/(?:[A-Za-z0-9_-]+:)?description>/.exec(xml);
+  return { policy, description: unescapeXml(description?.[1] ?? "") };
+}
+
+/**
+ * Name of the policy volume of a pool. `#` cannot occur in pool names (letters, digits, `._-`
+ * and `?`), so `MyPool-???` and a pool literally named `MyPool-###` cannot collide.
+ */
+export function policyVolumeName(poolName: string): string {
+  return `${poolName.replace(/\?/g, "#")}${POLICY_VOLUME_SUFFIX}`;
+}
+
+export const POLICY_VOLUME_SUFFIX = ".vmpools-policy.xml";

@@ -1,6 +1,12 @@
 import { cloudInitMedia, type CloudInitMedia } from "./initrun/cloudinit";
 import { computerNameFor, renderUnattend, sysprepMediaFiles, type WindowsVersion } from "./initrun/sysprep";
-import { memberMetadata, renderMetadataXml, type MemberMetadata } from "./metadata";
+import {
+  memberMetadata,
+  policyVolumeName,
+  renderMetadataXml,
+  renderPolicyDocument,
+  type MemberMetadata,
+} from "./metadata";
 import { hostnameFor, memberName } from "./naming";
 import { homeHost } from "./placement";
 import type { ResolvedPool } from "./resolved";
@@ -64,6 +70,8 @@ export interface VmPlan {
   readonly memoryMiB: number;
   readonly vcpus: number;
   readonly cpuMode?: "host-passthrough";
+  /** Direct kernel boot from host files; undefined: the system disk boots. */
+  readonly directKernelBoot?: { readonly kernelPath: string; readonly initrdPath?: string; readonly cmdline: string };
   readonly numaCells: readonly NumaCellPlan[];
   readonly numaTune?: NumaTunePlan;
   readonly disks: readonly DiskPlan[];
@@ -82,9 +90,20 @@ export interface VmPlan {
   readonly prestartCandidate: boolean;
 }
 
+/** The pool's current policy, deployed as a small volume on every cluster host (see metadata.ts). */
+export interface PolicyPlan {
+  readonly volumeName: string;
+  /** The policy document; its content changes exactly when the policy does. */
+  readonly xml: string;
+}
+
 export interface PoolPlan {
   readonly pool: ResolvedPool;
+  /** Members the engines manage: indices 1..size, without the detached ones. */
   readonly members: readonly VmPlan[];
+  /** Detached members under the current size: the engines forget their resources, never destroy them. */
+  readonly detached: readonly VmPlan[];
+  readonly policy: PolicyPlan;
   readonly warnings: readonly string[];
 }
 
@@ -191,12 +210,14 @@ export function planPool(props: VmPoolProps, subject?: string): PoolPlan {
   const tune = numaTune(pool);
   const description = [pool.description, pool.comment].filter((s) => s.length > 0).join("\n\n");
   const members: VmPlan[] = [];
+  const detached: VmPlan[] = [];
+  const detachedNames = new Set(pool.detached);
   for (let index = 1; index <= pool.size; index++) {
     const name = memberName(pool.mask, index);
     const hostname = hostnameFor(name);
     const media = configMedia(pool, name, index, hostname);
     const metadata = memberMetadata(pool, index);
-    members.push({
+    (detachedNames.has(name) ? detached : members).push({
       index,
       name,
       hostname,
@@ -207,6 +228,7 @@ export function planPool(props: VmPoolProps, subject?: string): PoolPlan {
       memoryMiB: pool.template.memoryMiB,
       vcpus: pool.template.vcpus,
       cpuMode: pool.passThroughHostCpu ? "host-passthrough" : undefined,
+      directKernelBoot: pool.template.directKernelBoot,
       numaCells: cells,
       numaTune: tune,
       disks: media ? [systemDisk(pool, name), configDisk(name, media)] : [systemDisk(pool, name)],
@@ -224,5 +246,6 @@ export function planPool(props: VmPoolProps, subject?: string): PoolPlan {
       prestartCandidate: index <= pool.prestarted,
     });
   }
-  return { pool, members, warnings };
+  const policy = { volumeName: policyVolumeName(pool.name), xml: renderPolicyDocument(pool) };
+  return { pool, members, detached, policy, warnings };
 }

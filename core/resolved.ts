@@ -10,6 +10,7 @@ import type {
   PoolType,
   StoragePoolRef,
   TemplateSpec,
+  DirectKernelBootSpec,
   TriState,
   CloudInitSpec,
 } from "./spec";
@@ -22,7 +23,9 @@ export interface ResolvedPool {
   readonly mask: NameMask;
   readonly description: string;
   readonly comment: string;
-  readonly template: Required<TemplateSpec>;
+  readonly template: Required<Omit<TemplateSpec, "directKernelBoot">> & {
+    readonly directKernelBoot?: Required<Omit<DirectKernelBootSpec, "initrdPath">> & { readonly initrdPath?: string };
+  };
   readonly operatingSystem: OperatingSystem;
   readonly optimizedFor: OptimizedFor;
   readonly size: number;
@@ -33,6 +36,8 @@ export interface ResolvedPool {
   readonly type: PoolType;
   readonly stateful: boolean;
   readonly allowShrink: boolean;
+  /** Names of detached members: not rendered, forgotten by the engines (never destroyed). */
+  readonly detached: readonly string[];
   readonly initialRun?:
     | { readonly kind: "cloud-init"; readonly config: CloudInitSpec }
     | { readonly kind: "sysprep"; readonly config: SysprepConfig };

@@ -56,6 +56,22 @@ export interface TemplateSpec {
   readonly domainType?: "kvm" | "qemu";
   /** Machine type. @default "q35" */
   readonly machine?: string;
+  /**
+   * Boot a kernel and initrd from the host instead of the system disk's own boot loader (libvirt
+   * `<os><kernel/><initrd/><cmdline/>`), e.g. for appliance images shipped without a boot loader.
+   * The paths must exist on every host. @default undefined — members boot from their system disk
+   */
+  readonly directKernelBoot?: DirectKernelBootSpec;
+}
+
+/** Direct kernel boot (libvirt `<os><kernel>`). */
+export interface DirectKernelBootSpec {
+  /** Absolute path of the kernel image on the host. */
+  readonly kernelPath: string;
+  /** Absolute path of the initrd on the host. @default undefined — no initrd */
+  readonly initrdPath?: string;
+  /** Kernel command line. @default "" */
+  readonly cmdline?: string;
 }
 
 /** A libvirt host of the cluster the pool runs on. */
@@ -207,6 +223,12 @@ export interface VmPoolProps {
    * existing members fails. @default false
    */
   readonly allowShrink?: boolean;
+  /**
+   * Members detached from the pool (seed: "Detach VMs"), by VM name. Terraform forgets their
+   * resources (`removed` blocks with `destroy = false`) instead of destroying them: each stays as
+   * an independent VM. Detach it with `vmpools detach` first, then list it here. @default []
+   */
+  readonly detached?: readonly string[];
   /** @default cloud-init with a per-member hostname for Linux; Windows pools must give sysprep */
   readonly initialRun?: InitialRunSpec;
   /** @default {} */

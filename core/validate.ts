@@ -2,7 +2,14 @@ import { IssueCollector } from "./errors";
 import { cloudConfigProblems } from "./initrun/cloud-config";
 import { computerNameFor } from "./initrun/sysprep";
 import { SysprepConfig } from "./initrun/sysprep-config";
-import { MAX_VM_NAME_LENGTH, maskCapacity, memberName, parseNameMask, type NameMask } from "./naming";
+import {
+  MAX_VM_NAME_LENGTH,
+  maskCapacity,
+  memberName,
+  memberNamePattern,
+  parseNameMask,
+  type NameMask,
+} from "./naming";
 import type { ResolvedPool } from "./resolved";
 import { OPERATING_SYSTEMS, type DiskFormat, type HostRef, type StoragePoolRef, type VmPoolProps } from "./spec";
 
@@ -124,6 +131,20 @@ export function resolvePool(props: VmPoolProps, subject = "VmPool"): { pool: Res
   const machine = t.machine ?? "q35";
   if (typeof machine !== "string" || !/^[A-Za-z0-9._-]+$/.test(machine)) {
     errors.add("template.machine", t.machine, 'must be a libvirt machine type such as "q35" or "pc"');
+  }
+
+  const boot = t.directKernelBoot;
+  let directKernelBoot: ResolvedPool["template"]["directKernelBoot"];
+  if (boot !== undefined) {
+    const absolute = (prop: string, v: unknown) => {
+      if (typeof v === "string" && v.startsWith("/")) return true;
+      errors.add(prop, v, 'must be an absolute path on the hosts, such as "/var/lib/libvirt/boot/vmlinuz"');
+      return false;
+    };
+    absolute("template.directKernelBoot.kernelPath", boot.kernelPath);
+    if (boot.initrdPath !== undefined) absolute("template.directKernelBoot.initrdPath", boot.initrdPath);
+    const cmdline = text("template.directKernelBoot.cmdline", boot.cmdline);
+    directKernelBoot = { kernelPath: boot.kernelPath, initrdPath: boot.initrdPath, cmdline };
   }
 
   // --- general -----------------------------------------------------------------------------------
@@ -434,6 +455,19 @@ export function resolvePool(props: VmPoolProps, subject = "VmPool"): { pool: Res
       "cannot remove members of a delete-protected pool; turn deleteProtection off first",
     );
   }
+  const detached: string[] = [];
+  if (props.detached !== undefined && !Array.isArray(props.detached)) {
+    errors.add("detached", props.detached, 'must be a list of member names, e.g. ["MyPool-003"]');
+  } else {
+    const pattern = typeof parsed === "string" ? undefined : memberNamePattern(mask);
+    for (const [i, vm] of (props.detached ?? []).entries()) {
+      if (typeof vm !== "string" || (pattern && !pattern.test(vm))) {
+        errors.add(`detached[${i}]`, vm, `must be the name of a member of this pool, such as "${memberName(mask, 1)}"`);
+      } else if (detached.includes(vm)) {
+        errors.add(`detached[${i}]`, vm, "is listed twice; list each detached member once");
+      } else detached.push(vm);
+    }
+  }
   const description = text("description", props.description);
   const comment = text("comment", props.comment);
 
@@ -457,6 +491,7 @@ export function resolvePool(props: VmPoolProps, subject = "VmPool"): { pool: Res
         operatingSystem: templateOs,
         domainType,
         machine,
+        directKernelBoot,
       },
       operatingSystem,
       optimizedFor,
@@ -468,6 +503,7 @@ export function resolvePool(props: VmPoolProps, subject = "VmPool"): { pool: Res
       type,
       stateful,
       allowShrink,
+      detached,
       initialRun,
       spiceProxy,
       clusterName: props.cluster?.name ?? "default",

@@ -1,6 +1,6 @@
 // Pure planning: what the pools look like and what should happen next. No libvirt, no store,
 // no clocks; reconciler.ts acts on the answers.
-import { parseMetadataXml, type MemberMetadata } from "../core/metadata";
+import { parseMetadataXml, parsePolicyDocument, type MemberMetadata } from "../core/metadata";
 import type { DomainInfo, DomainState } from "./driver/libvirt-driver";
 import type { Assignment } from "./store/store";
 
@@ -89,10 +89,14 @@ function policyOf(m: MemberMetadata): PoolPolicy {
 const byIndex = (a: PoolMember, b: PoolMember) => a.index - b.index || a.name.localeCompare(b.name);
 
 /**
- * Groups members by pool name. Every member carries the managed policy; the member with the
- * highest index is the newest, so its copy wins should an edit have left older ones behind.
+ * Groups members by pool name. A pool's policy is its policy document (deployed by the engines,
+ * edited without touching members) when one was read; otherwise the policy its newest member was
+ * created with (members keep their creation-time policy, the highest index is the newest).
  */
-export function groupPools(records: Iterable<MemberRecord>): Map<string, Pool> {
+export function groupPools(
+  records: Iterable<MemberRecord>,
+  documents: ReadonlyMap<string, MemberMetadata> = new Map(),
+): Map<string, Pool> {
   const grouped = new Map<string, { newest: MemberRecord; members: PoolMember[] }>();
   for (const r of records) {
     const m = r.metadata;
@@ -115,9 +119,24 @@ export function groupPools(records: Iterable<MemberRecord>): Map<string, Pool> {
   }
   const pools = new Map<string, Pool>();
   for (const [name, g] of [...grouped].sort(([a], [b]) => a.localeCompare(b))) {
-    pools.set(name, { name, policy: policyOf(g.newest.metadata), members: g.members.sort(byIndex) });
+    const policy = policyOf(documents.get(name) ?? g.newest.metadata);
+    pools.set(name, { name, policy, members: g.members.sort(byIndex) });
   }
   return pools;
+}
+
+/**
+ * The policy documents by pool, from the documents read off libvirt. A pool deployed to several
+ * hosts has one per host; they are equal after a deploy, and between two deploys' replacements
+ * the one listed last wins. Documents that do not parse are ignored.
+ */
+export function policyDocumentsByPool(xmls: readonly string[]): Map<string, MemberMetadata> {
+  const out = new Map<string, MemberMetadata>();
+  for (const xml of xmls) {
+    const doc = parsePolicyDocument(xml);
+    if (doc) out.set(doc.policy.pool, doc.policy);
+  }
+  return out;
 }
 
 /** Powered on in any form: a stop from here is a guest or admin shutdown. */

@@ -27,6 +27,7 @@ import {
   isUp,
   planMemberDown,
   planPrestart,
+  policyDocumentsByPool,
   revertsOnReturn,
   type MemberActivity,
   type MemberRecord,
@@ -189,6 +190,8 @@ export class Reconciler extends EventEmitter<ReconcilerEventMap> {
   private readonly prestartKicks = new Set<string>();
   private readonly tasks = new Set<Promise<void>>();
   private resyncRun?: Promise<void>;
+  /** The newest policy document read for each pool (see refreshPolicies). */
+  private readonly policyDocuments = new Map<string, MemberRecord["metadata"]>();
   private resyncTimer?: NodeJS.Timeout;
   private running = false;
 
@@ -408,6 +411,7 @@ export class Reconciler extends EventEmitter<ReconcilerEventMap> {
     this.resyncRun ??= (async () => {
       try {
         await this.refreshMembers();
+        await this.refreshPolicies();
         this.applyLevelRules();
       } finally {
         this.resyncRun = undefined;
@@ -419,7 +423,7 @@ export class Reconciler extends EventEmitter<ReconcilerEventMap> {
   // ---- members and pools -------------------------------------------------------------------
 
   private pools(): Map<string, Pool> {
-    this.poolCache ??= groupPools(this.members.values());
+    this.poolCache ??= groupPools(this.members.values(), this.policyDocuments);
     return this.poolCache;
   }
 
@@ -467,6 +471,25 @@ export class Reconciler extends EventEmitter<ReconcilerEventMap> {
     this.prestartGaveUp.delete(vm);
     this.store.forgetVm(record.metadata.pool, vm);
     this.kickPrestart(record.metadata.pool);
+  }
+
+  /**
+   * Re-reads the pools' policy documents. A pool whose document is missing keeps the last one
+   * read: the engines replace a document by deleting and recreating it, and in between the pool
+   * must not fall back to its members' older creation-time policy (e.g. stop prestarted VMs).
+   */
+  private async refreshPolicies(): Promise<void> {
+    const read = policyDocumentsByPool(await this.driver.readPolicyDocuments());
+    let changed = false;
+    for (const [pool, policy] of read) {
+      if (!this.manages(pool)) continue;
+      const before = this.policyDocuments.get(pool);
+      if (!before || JSON.stringify(before) !== JSON.stringify(policy)) {
+        this.policyDocuments.set(pool, policy);
+        changed = true;
+      }
+    }
+    if (changed) this.poolCache = undefined;
   }
 
   /** Lists domains (metadata only for ones not seen before) and updates the cached picture. */

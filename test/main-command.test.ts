@@ -19,7 +19,7 @@ describe("README commands", () => {
         "prestarted: 2 kept up and idle by the reconciler (first picks: MyPool-001, MyPool-002)",
       );
       expect(stdout).toMatch(/MyPool-010 +host localhost +hostname mypool-010 +vda=MyPool-010.qcow2/);
-      expect(stdout).toContain("10 libvirt_cloudinit_disk, 10 libvirt_domain, 20 libvirt_volume");
+      expect(stdout).toContain("10 libvirt_domain, 21 libvirt_volume, 1 terraform_data");
       expect(existsSync(join(out, "stacks/linux-desktop-pool/cdk.tf.json"))).toBe(true);
     } finally {
       rmSync(out, { recursive: true, force: true });

@@ -1,6 +1,7 @@
 #!/usr/bin/env node
 // Plan-time probe for one libvirt host, run by Terraform's `external` data source.
-// Input (stdin, JSON): { "uri", "candidates": "poolA,poolB", "member_pattern": "^MyPool-([0-9]{3})$" }
+// Input (stdin, JSON): { "uri", "candidates": "poolA,poolB", "member_pattern": "^MyPool-([0-9]{3})$",
+//   "detached": "MyPool-004,…" (members detached from the pool: independent VMs, not counted) }
 // Output (stdout, JSON of strings): the candidate storage pool with the most free space and the
 // highest member index already defined on the host (the shrink guard compares it with `size`).
 // Standalone on purpose: Terraform copies this file alone into the stack's assets.
@@ -42,9 +43,10 @@ function main(query) {
   let count = 0;
   if (query.member_pattern) {
     const pattern = new RegExp(query.member_pattern);
+    const detached = new Set(String(query.detached || "").split(","));
     for (const line of virsh(uri, ["list", "--all", "--name"]).split("\n")) {
       const m = pattern.exec(line.trim());
-      if (m) {
+      if (m && !detached.has(line.trim())) {
         count++;
         maxIndex = Math.max(maxIndex, Number(m[1]));
       }

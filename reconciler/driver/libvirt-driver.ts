@@ -1,9 +1,9 @@
 import { execFile } from "node:child_process";
 import { randomUUID } from "node:crypto";
-import { mkdtemp, rm, writeFile } from "node:fs/promises";
+import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { METADATA_NAMESPACE, METADATA_PREFIX } from "../../core/metadata";
+import { METADATA_NAMESPACE, METADATA_PREFIX, POLICY_VOLUME_SUFFIX } from "../../core/metadata";
 import { escapeXml } from "../../core/xml";
 import { VirshError, VirshSession, type VirshSessionOptions } from "./virsh-session";
 
@@ -107,6 +107,11 @@ export interface LibvirtDriver {
   /** Creates a copy-on-write volume over a base image; resolves with the new volume's path. */
   createOverlayVolume(pool: string, name: string, spec: OverlayVolumeSpec): Promise<string>;
   migrate(name: string, destinationUri: string, options?: MigrateOptions): Promise<void>;
+  /**
+   * The contents of every pool policy volume (`*.vmpools-policy.xml`) in the active storage pools.
+   * Volumes that cannot be read (e.g. drivers without volume download) are left out.
+   */
+  readPolicyDocuments(): Promise<readonly string[]>;
   close(): Promise<void>;
 }
 
@@ -259,6 +264,36 @@ export class VirshDriver implements LibvirtDriver {
 
   async deleteVolume(pool: string, name: string): Promise<void> {
     await this.session.run(["vol-delete", "--pool", pool, "--vol", name]);
+  }
+
+  async readPolicyDocuments(): Promise<readonly string[]> {
+    const pools = lines(await this.session.run(["pool-list", "--name"])).map((l) => l.trim());
+    const volumes = await Promise.all(
+      pools.map(async (pool) => {
+        const listing = await this.session.run(["vol-list", "--pool", pool]).catch(() => "");
+        // Table rows are "name path"; policy volume names never contain spaces.
+        return lines(listing)
+          .map((l) => l.trim().split(/\s+/)[0]!)
+          .filter((name) => name.endsWith(POLICY_VOLUME_SUFFIX))
+          .map((name) => ({ pool, name }));
+      }),
+    );
+    this.tempDir ??= mkdtemp(join(tmpdir(), "vmpools-virsh-"));
+    const dir = await this.tempDir;
+    const docs = await Promise.all(
+      volumes.flat().map(async ({ pool, name }) => {
+        const file = join(dir, `${randomUUID()}.xml`);
+        try {
+          await this.session.run(["vol-download", "--pool", pool, "--vol", name, "--file", file]);
+          return await readFile(file, "utf8");
+        } catch {
+          return undefined;
+        } finally {
+          await rm(file, { force: true });
+        }
+      }),
+    );
+    return docs.filter((d): d is string => d !== undefined);
   }
 
   async createOverlayVolume(pool: string, name: string, spec: OverlayVolumeSpec): Promise<string> {

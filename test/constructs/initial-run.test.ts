@@ -76,8 +76,8 @@ describe("Windows pool media (the example, synthesized for real)", () => {
   const isoOf = (vm: string): string => {
     const volume = Object.values<Json>(json.resource.libvirt_volume).find((v) => v.name === `${vm}-sysprep.iso`)!;
     const url: string = volume.create.content.url;
-    expect(url).toMatch(/^\$\{path\.module\}\/assets\/.*\/WinSrv-\d\d-sysprep\.iso$/);
-    return join(stackDir, url.replace("${path.module}/", ""));
+    expect(url).toMatch(/^\$\{abspath\(path\.module\)\}\/assets\/.*\/WinSrv-\d\d-sysprep\.iso$/);
+    return join(stackDir, url.replace("${abspath(path.module)}/", ""));
   };
   const unattendOf = (vm: string) =>
     execFileSync("isoinfo", ["-J", "-x", "/Unattend.xml", "-i", isoOf(vm)], { encoding: "utf8" });
@@ -140,7 +140,7 @@ describe("Windows pool media (the example, synthesized for real)", () => {
               "stacks/windows-server-pool",
               urls(json)
                 .find((u) => u.includes("WinSrv-05"))!
-                .replace("${path.module}/", ""),
+                .replace("${abspath(path.module)}/", ""),
             ),
           ),
         ),
@@ -254,7 +254,7 @@ describe("initial-run rules", () => {
       const d = Object.values<Json>(json.resource.libvirt_domain).find((x) => x.name === "Win-02")!;
       expect(d.devices.disks[1]).toMatchObject({ device: "floppy", target: { dev: "fda", bus: "fdc" } });
       const vol = Object.values<Json>(json.resource.libvirt_volume).find((v) => v.name === "Win-02-sysprep.img")!;
-      const img = join(outdir, "stacks/f", vol.create.content.url.replace("${path.module}/", ""));
+      const img = join(outdir, "stacks/f", vol.create.content.url.replace("${abspath(path.module)}/", ""));
       const env = { ...process.env, MTOOLS_SKIP_CHECK: "1" };
       expect(execFileSync("mdir", ["-i", img, "::"], { encoding: "utf8", env })).toMatch(/Unattend\.xml/i);
       expect(execFileSync("mtype", ["-i", img, "::Unattend.xml"], { encoding: "utf8", env })).toContain(
@@ -265,19 +265,35 @@ describe("initial-run rules", () => {
     }
   });
 
-  it("Linux members get the typed cloud-config with their hostname; clear-text passwords are refused", () => {
-    const json = synth(
-      validProps({
+  it("Linux members get a NoCloud image of our own with the typed cloud-config; clear-text passwords are refused", () => {
+    const outdir = mkdtempSync(join(tmpdir(), "vmpools-nocloud-"));
+    try {
+      const app = new App({ outdir });
+      const stack = new TerraformStack(app, "l");
+      const props = validProps({
         initialRun: { cloudInit: { timeZone: "Europe/Berlin", packages: ["htop"], runCommands: ["echo hi"] } },
-      }),
-    );
-    const ci = Object.values<Json>(json.resource.libvirt_cloudinit_disk).find(
-      (c) => c.name === "MyPool-004-cloud-init",
-    )!;
-    expect(ci.user_data).toMatch(/^#cloud-config\n/);
-    expect(ci.user_data).toContain("hostname: mypool-004\n");
-    expect(ci.user_data).toContain("timezone: Europe/Berlin\n");
-    expect(ci.user_data).toMatch(/packages:\n\s*- htop\n/);
+      });
+      new VmPool(stack, "P", props);
+      app.synth();
+      const json = JSON.parse(readFileSync(join(outdir, "stacks/l/cdk.tf.json"), "utf8")) as Json;
+      expect(json.resource.libvirt_cloudinit_disk).toBeUndefined();
+      const vol = Object.values<Json>(json.resource.libvirt_volume).find(
+        (v) => v.name === "MyPool-004-cloud-init.iso",
+      )!;
+      const iso = join(outdir, "stacks/l", vol.create.content.url.replace("${abspath(path.module)}/", ""));
+      // Read back with Debian's isoinfo: volume label cidata, NoCloud files at the root (Joliet).
+      expect(execFileSync("isoinfo", ["-d", "-i", iso], { encoding: "utf8" })).toMatch(/^Volume id: cidata$/m);
+      const file = (name: string) => execFileSync("isoinfo", ["-J", "-i", iso, "-x", `/${name}`], { encoding: "utf8" });
+      const userData = file("user-data");
+      expect(userData).toMatch(/^#cloud-config\n/);
+      expect(userData).toContain("hostname: mypool-004\n");
+      expect(userData).toContain("timezone: Europe/Berlin\n");
+      expect(userData).toMatch(/packages:\n\s*- htop\n/);
+      expect(file("meta-data")).toBe("instance-id: MyPool-004.debian-12-v1\nlocal-hostname: mypool-004\n");
+      expect(statSync(iso).mode & 0o777).toBe(0o600);
+    } finally {
+      rmSync(outdir, { recursive: true, force: true });
+    }
     const err = expectIssue(
       () => synth(validProps({ initialRun: { cloudInit: { passwordHash: "hunter2" } } })),
       "initialRun.cloudInit.passwordHash",

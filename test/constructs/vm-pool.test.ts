@@ -23,9 +23,15 @@ describe("VmPool (cdktf)", () => {
   it("renders a volume, cloud-init media and a domain per member", () => {
     const { json } = synth(validProps());
     expect(Object.keys(json.resource.libvirt_domain)).toHaveLength(10);
-    expect(Object.keys(json.resource.libvirt_volume)).toHaveLength(20);
-    expect(Object.keys(json.resource.libvirt_cloudinit_disk)).toHaveLength(10);
+    // 10 overlays, 10 cloud-init images and the pool's policy volume; no provider-built media.
+    expect(Object.keys(json.resource.libvirt_volume)).toHaveLength(21);
+    expect(json.resource.libvirt_cloudinit_disk).toBeUndefined();
     const domains = byName(json.resource.libvirt_domain);
+    // Readable, stable resource names for plan review (and for `removed` blocks).
+    expect(Object.keys(json.resource.libvirt_domain)).toContain("MyPool_MyPool-003_domain");
+    expect(Object.keys(json.resource.libvirt_volume)).toEqual(
+      expect.arrayContaining(["MyPool_MyPool-003_system", "MyPool_MyPool-003_media", "MyPool_policy_host_localhost"]),
+    );
     expect(Object.keys(domains).sort()).toEqual(
       Array.from({ length: 10 }, (_, i) => `MyPool-${String(i + 1).padStart(3, "0")}`),
     );
@@ -38,12 +44,12 @@ describe("VmPool (cdktf)", () => {
       target: { format: { type: "qcow2" } },
       backing_store: { path: "/var/lib/libvirt/images/debian-12.qcow2", format: { type: "qcow2" } },
     });
+    // Our own NoCloud image, uploaded from an absolute path (the provider resolves relative ones
+    // against its own working directory).
     const isoVolume = volumes["MyPool-003-cloud-init.iso"];
-    const ci = Object.values<Json>(json.resource.libvirt_cloudinit_disk).find(
-      (c) => c.name === "MyPool-003-cloud-init",
-    )!;
-    expect(ci.meta_data).toContain("local-hostname: mypool-003");
-    expect(isoVolume.create.content.url).toMatch(/^\$\{libvirt_cloudinit_disk\..*\.path\}$/);
+    expect(isoVolume.create.content.url).toMatch(
+      /^\$\{abspath\(path\.module\)\}\/assets\/[^/]+cloud-init-media_[0-9A-F]+\/[0-9a-f]{32}\/MyPool-003-cloud-init\.iso$/,
+    );
 
     const d = domains["MyPool-003"];
     expect(d).toMatchObject({
@@ -59,7 +65,7 @@ describe("VmPool (cdktf)", () => {
       target: { dev: "vda", bus: "virtio" },
       boot: { order: 1 },
     });
-    expect(d.devices.disks[0].source.volume.volume).toMatch(/^\$\{libvirt_volume\..*system-disk.*\.name\}$/);
+    expect(d.devices.disks[0].source.volume.volume).toBe("${libvirt_volume.MyPool_MyPool-003_system.name}");
     expect(d.devices.disks[1]).toMatchObject({ device: "cdrom", read_only: true, target: { bus: "sata" } });
     expect(d.devices.interfaces).toEqual([{ source: { network: { network: "default" } }, model: { type: "virtio" } }]);
     expect(d.devices.graphics[0].spice).toMatchObject({
@@ -100,25 +106,61 @@ describe("VmPool (cdktf)", () => {
     expect(Object.keys(json.data.external)).toHaveLength(2);
   });
 
-  it("power state and creation-time settings are left to the reconciler and to new members", () => {
+  it("members are creation-time; the policy is a volume replaced when the policy changes", () => {
     const { json } = synth(validProps());
-    for (const d of Object.values<Json>(json.resource.libvirt_domain)) {
-      expect(d.lifecycle.ignore_changes).toEqual(
-        expect.arrayContaining(["running", "devices", "memory", "vcpu", "cpu", "os"]),
-      );
-      // Pool policy must keep reaching existing members.
-      expect(d.lifecycle.ignore_changes).not.toContain("metadata");
-    }
+    // The provider's update of a domain powers it off: Terraform must never update a member.
+    for (const d of Object.values<Json>(json.resource.libvirt_domain)) expect(d.lifecycle.ignore_changes).toBe("all");
     for (const v of Object.values<Json>(json.resource.libvirt_volume)) expect(v.lifecycle.ignore_changes).toBe("all");
+    const policy = json.resource.libvirt_volume.MyPool_policy_host_localhost;
+    expect(policy).toMatchObject({
+      name: "MyPool-###.vmpools-policy.xml",
+      pool: "default",
+      provider: "libvirt.host_localhost",
+      lifecycle: { replace_triggered_by: ["${terraform_data.MyPool_policy_revision}"] },
+    });
+    expect(policy.create.content.url).toMatch(/^\$\{abspath\(path\.module\)\}\/assets\/.*\.xml$/);
+    const revision = json.resource.terraform_data.MyPool_policy_revision;
+    expect(revision.input.policy_sha256).toMatch(/^[0-9a-f]{64}$/);
+
+    // A policy edit changes only the revision; a template edit changes nothing that Terraform
+    // would act on for existing members (they ignore all changes).
+    const edited = synth(validProps({ prestarted: 1, maxVmsPerUser: 3, description: "new" })).json;
+    expect(edited.resource.terraform_data.MyPool_policy_revision.input.policy_sha256).not.toBe(
+      revision.input.policy_sha256,
+    );
+    const template = synth(validProps({ template: { ...validProps().template, version: 2, memoryMiB: 2048 } })).json;
+    expect(template.resource.terraform_data.MyPool_policy_revision.input.policy_sha256).not.toBe(
+      revision.input.policy_sha256,
+    );
+  });
+
+  it("detached members leave Terraform's management without being destroyed", () => {
+    const { json, pool } = synth(validProps({ detached: ["MyPool-002"] }));
+    expect(pool.plan.members.map((m) => m.name)).not.toContain("MyPool-002");
+    expect(Object.keys(json.resource.libvirt_domain)).not.toContain("MyPool_MyPool-002_domain");
+    expect(json.removed).toEqual([
+      { from: "libvirt_domain.MyPool_MyPool-002_domain", lifecycle: { destroy: false } },
+      { from: "libvirt_volume.MyPool_MyPool-002_system", lifecycle: { destroy: false } },
+      { from: "libvirt_volume.MyPool_MyPool-002_media", lifecycle: { destroy: false } },
+    ]);
+    // The probe does not count the detached VM (it keeps its name) as a member.
+    expect(Object.values<Json>(json.data.external)[0]!.query.detached).toBe("MyPool-002");
+    expect(() => synth(validProps({ detached: ["Other-001"] }))).toThrow(
+      /detached\[0\] = "Other-001": must be the name of a member of this pool, such as "MyPool-001"/,
+    );
   });
 
   it("delete protection makes Terraform refuse to destroy members", () => {
     const on = synth(validProps({ deleteProtection: true })).json;
-    for (const group of [on.resource.libvirt_domain, on.resource.libvirt_volume]) {
-      for (const r of Object.values<Json>(group)) expect(r.lifecycle.prevent_destroy).toBe(true);
-    }
+    const members = (json: Json) => [
+      ...Object.values<Json>(json.resource.libvirt_domain),
+      ...Object.values<Json>(json.resource.libvirt_volume).filter((v) => !v.name.endsWith(".vmpools-policy.xml")),
+    ];
+    // Domains, system volumes and media volumes alike.
+    expect(members(on)).toHaveLength(30);
+    for (const r of members(on)) expect(r.lifecycle.prevent_destroy).toBe(true);
     const off = synth(validProps()).json;
-    for (const r of Object.values<Json>(off.resource.libvirt_domain)) expect(r.lifecycle.prevent_destroy).toBe(false);
+    for (const r of members(off)) expect(r.lifecycle.prevent_destroy).toBe(false);
   });
 
   it("a lower size fails the plan unless allowShrink is set", () => {
@@ -128,6 +170,7 @@ describe("VmPool (cdktf)", () => {
       uri: "qemu:///system",
       candidates: "default",
       member_pattern: "^MyPool-([0-9]{3})$",
+      detached: "",
     });
     expect(probe.lifecycle.postcondition).toEqual([
       {
@@ -163,7 +206,9 @@ describe("VmPool (cdktf)", () => {
       }),
     );
     for (const v of Object.values<Json>(json.resource.libvirt_volume)) {
-      expect(v.pool).toMatch(/^\$\{data\.external\..*\.result\["storage_pool"\]\}$/);
+      // The policy volume stays in the first candidate: it must not move with free space.
+      if (v.name.endsWith(".vmpools-policy.xml")) expect(v.pool).toBe("a");
+      else expect(v.pool).toMatch(/^\$\{data\.external\..*\.result\["storage_pool"\]\}$/);
     }
     const fixed = synth(
       validProps({ resourceAllocation: { disk: { storagePools: [{ name: "a" }, { name: "b" }] } } }),

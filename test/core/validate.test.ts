@@ -309,6 +309,31 @@ describe("pool validation", () => {
     });
   });
 
+  it("direct kernel boot needs absolute host paths; detached names must be distinct members", () => {
+    rejects(
+      validProps({ template: { ...t, directKernelBoot: { kernelPath: "vmlinuz" } } }),
+      "template.directKernelBoot.kernelPath",
+      /absolute path on the hosts/,
+    );
+    rejects(
+      validProps({ template: { ...t, directKernelBoot: { kernelPath: "/k", initrdPath: "initrd" } } }),
+      "template.directKernelBoot.initrdPath",
+      /absolute path/,
+    );
+    const boot = planPool(
+      validProps({ template: { ...t, directKernelBoot: { kernelPath: "/k", initrdPath: "/i", cmdline: "quiet" } } }),
+    );
+    expect(boot.members[0]!.directKernelBoot).toEqual({ kernelPath: "/k", initrdPath: "/i", cmdline: "quiet" });
+    expect(planPool(validProps()).members[0]!.directKernelBoot).toBeUndefined();
+
+    rejects(validProps({ detached: ["MyPool-1"] }), "detached[0]", /member of this pool, such as "MyPool-001"/);
+    rejects(validProps({ detached: ["MyPool-002", "MyPool-002"] }), "detached[1]", /listed twice/);
+    const plan = planPool(validProps({ size: 3, detached: ["MyPool-002", "MyPool-009"] }));
+    expect(plan.members.map((m) => m.name)).toEqual(["MyPool-001", "MyPool-003"]);
+    // Only detached members under the size have resources to forget.
+    expect(plan.detached.map((m) => m.name)).toEqual(["MyPool-002"]);
+  });
+
   it("cloud-init is for Linux pools only", () => {
     rejects(
       validProps({ operatingSystem: "windows-11", initialRun: { cloudInit: {} } }),
