@@ -2,6 +2,7 @@ import { Annotations, DataResource, Fn, TerraformOutput, TerraformStack, type Te
 import { Construct } from "constructs";
 import { createHash } from "node:crypto";
 import {
+  HOLDER_NAMESPACE,
   planPool,
   memberNamePattern,
   type PoolPlan,
@@ -137,8 +138,16 @@ export class VmPool extends Construct {
   private hostProbe(host: HostRef): DataExternal {
     const { pool } = this.plan;
     const asset = hostProbeAsset(this);
+    // A held VM is never destroyed by a shrink, allowShrink or not (seed: never while held).
+    const held = {
+      condition: '${self.result.held_above == ""}',
+      errorMessage:
+        `Pool ${pool.name}: host ${host.name} has members above the new size ${pool.size} that users hold ` +
+        `(\${self.result.held_above}); lowering size would destroy them. Have them returned first ` +
+        `(vmpools return), or raise size again.`,
+    };
     const guard = pool.allowShrink
-      ? []
+      ? [held]
       : [
           {
             condition: `\${tonumber(self.result.max_member_index) <= ${pool.size}}`,
@@ -146,6 +155,7 @@ export class VmPool extends Construct {
               `Pool ${pool.name}: host ${host.name} has members above the new size ${pool.size}; lowering size ` +
               `would destroy them. Raise size again, detach those members, or set allowShrink: true.`,
           },
+          held,
         ];
     return new DataExternal(this, `probe-${host.name}`, {
       provider: externalProviderFor(this),
@@ -156,6 +166,8 @@ export class VmPool extends Construct {
         member_pattern: memberNamePattern(pool.mask).source,
         // Detached members keep their names but are independent VMs now, not members.
         detached: pool.detached.join(","),
+        size: String(pool.size),
+        holder_uri: HOLDER_NAMESPACE,
       },
       lifecycle: { postcondition: guard },
     });

@@ -1,6 +1,23 @@
 import type { ResolvedPool } from "./resolved";
 import { escapeXml, unescapeXml } from "./xml";
 
+/**
+ * Who holds a member, as the reconciler mirrors its store into the domain's `<metadata>` (a
+ * namespace of its own, so the engines' member element is never rewritten). Plan-time tools
+ * read it: the shrink guard never lets Terraform destroy a VM a user holds.
+ */
+export const HOLDER_NAMESPACE = "https://vmpools.dev/xmlns/holder/1";
+export const HOLDER_PREFIX = "vmpoolsholder";
+
+export function renderHolderXml(user: string): string {
+  return `<${HOLDER_PREFIX}:holder xmlns:${HOLDER_PREFIX}="${HOLDER_NAMESPACE}" user="${escapeXml(user)}"/>`;
+}
+
+export function parseHolderXml(xml: string | undefined): string | undefined {
+  const m = xml === undefined ? null : /\buser="([^"]*)"/.exec(xml);
+  return m ? unescapeXml(m[1]!) : undefined;
+}
+
 /** Our XML namespace inside libvirt's `<metadata>`; the reconciler reads members by it. */
 export const METADATA_NAMESPACE = "https://vmpools.dev/xmlns/pool/1";
 export const METADATA_PREFIX = "vmpools";

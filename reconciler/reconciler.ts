@@ -1,7 +1,14 @@
 import { randomBytes } from "node:crypto";
 import { EventEmitter } from "node:events";
 import { hostname } from "node:os";
-import { METADATA_NAMESPACE, parseMetadataXml } from "../core/metadata";
+import {
+  HOLDER_NAMESPACE,
+  HOLDER_PREFIX,
+  METADATA_NAMESPACE,
+  parseHolderXml,
+  parseMetadataXml,
+  renderHolderXml,
+} from "../core/metadata";
 import { renderVvFile, ticketedGraphicsXml, validateConsoleOptions } from "./console";
 import type { DomainEvents, LifecycleEvent } from "./driver/events";
 import type { DomainState, LibvirtDriver } from "./driver/libvirt-driver";
@@ -190,6 +197,8 @@ export class Reconciler extends EventEmitter<ReconcilerEventMap> {
   private readonly prestartKicks = new Set<string>();
   private readonly tasks = new Set<Promise<void>>();
   private resyncRun?: Promise<void>;
+  /** Holder marks as they are in libvirt (null: none), by member name (see syncHolderMark). */
+  private readonly holderMarks = new Map<string, string | null>();
   /** The newest policy document read for each pool (see refreshPolicies). */
   private readonly policyDocuments = new Map<string, MemberRecord["metadata"]>();
   private resyncTimer?: NodeJS.Timeout;
@@ -276,12 +285,14 @@ export class Reconciler extends EventEmitter<ReconcilerEventMap> {
           return undefined;
         }
         try {
+          await this.syncHolderMark(poolName, claim.vm);
           const didStart = await this.startIfDown(claim.vm);
           this.store.completeIntent(claim.intentId);
           return didStart;
         } catch (e) {
           this.store.release(poolName, claim.vm, user);
           this.store.failIntent(claim.intentId, message(e), null);
+          await this.syncHolderMark(poolName, claim.vm).catch(() => undefined);
           this.kickPrestart(poolName);
           throw new VmStartError(poolName, claim.vm, message(e));
         }
@@ -412,6 +423,7 @@ export class Reconciler extends EventEmitter<ReconcilerEventMap> {
       try {
         await this.refreshMembers();
         await this.refreshPolicies();
+        await this.syncHolderMarks();
         this.applyLevelRules();
       } finally {
         this.resyncRun = undefined;
@@ -465,12 +477,44 @@ export class Reconciler extends EventEmitter<ReconcilerEventMap> {
     if (!record) return;
     this.members.delete(vm);
     this.poolCache = undefined;
+    this.holderMarks.delete(vm);
     this.systemVolumes.delete(record.uuid);
     this.metadataByUuid.delete(record.uuid);
     this.quarantined.delete(vm);
     this.prestartGaveUp.delete(vm);
     this.store.forgetVm(record.metadata.pool, vm);
     this.kickPrestart(record.metadata.pool);
+  }
+
+  /**
+   * Makes the member's holder mark in libvirt say what the store says. Reads the mark the first
+   * time it meets a member (after a start or a crash libvirt may say otherwise), then remembers
+   * what it wrote.
+   */
+  private async syncHolderMark(poolName: string, vm: string): Promise<void> {
+    const wanted = this.store.holder(poolName, vm)?.user ?? null;
+    if (!this.holderMarks.has(vm)) {
+      const xml = await this.driver.getMetadata(vm, HOLDER_NAMESPACE);
+      this.holderMarks.set(vm, parseHolderXml(xml) ?? null);
+    }
+    if (this.holderMarks.get(vm) === wanted) return;
+    if (wanted === null) await this.driver.removeMetadata(vm, HOLDER_NAMESPACE);
+    else await this.driver.setMetadata(vm, HOLDER_NAMESPACE, renderHolderXml(wanted), HOLDER_PREFIX);
+    this.holderMarks.set(vm, wanted);
+  }
+
+  /** Level-triggered: every idle member's mark follows the store (busy ones set their own). */
+  private async syncHolderMarks(): Promise<void> {
+    await Promise.all(
+      [...this.members.values()]
+        .filter((r) => !this.isBusy(r.name))
+        .map((r) =>
+          this.syncHolderMark(r.metadata.pool, r.name).catch((e: unknown) => {
+            if (!notFound(e))
+              this.emit("failure", { context: "holder mark", pool: r.metadata.pool, vm: r.name, error: asError(e) });
+          }),
+        ),
+    );
   }
 
   /**
@@ -667,11 +711,14 @@ export class Reconciler extends EventEmitter<ReconcilerEventMap> {
     const user = this.store.holder(poolName, vm)?.user;
     this.store.release(poolName, vm);
     this.store.completeIntent(intentId);
+    // A stale mark only makes a shrink refuse more; the next resync retries it.
+    await this.syncHolderMark(poolName, vm).catch(() => undefined);
     this.emit("activity", { kind: "returned", pool: poolName, vm, ...(user ? { user } : {}), by });
     this.kickPrestart(poolName);
   }
 
   private async finishDetach(poolName: string, vm: string, intentId: string): Promise<void> {
+    await this.driver.removeMetadata(vm, HOLDER_NAMESPACE);
     await this.driver.removeMetadata(vm, METADATA_NAMESPACE);
     this.store.forgetVm(poolName, vm);
     this.store.completeIntent(intentId);

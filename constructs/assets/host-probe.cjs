@@ -1,15 +1,31 @@
 #!/usr/bin/env node
 // Plan-time probe for one libvirt host, run by Terraform's `external` data source.
 // Input (stdin, JSON): { "uri", "candidates": "poolA,poolB", "member_pattern": "^MyPool-([0-9]{3})$",
-//   "detached": "MyPool-004,…" (members detached from the pool: independent VMs, not counted) }
+//   "detached": "MyPool-004,…" (members detached from the pool: independent VMs, not counted),
+//   "size": "3", "holder_uri": "<the reconciler's holder namespace>" }
 // Output (stdout, JSON of strings): the candidate storage pool with the most free space and the
-// highest member index already defined on the host (the shrink guard compares it with `size`).
+// highest member index already defined on the host (the shrink guard compares it with `size`),
+// and the members above `size` that a user holds (the reconciler marks them in their metadata):
+// those are never destroyed by a shrink.
 // Standalone on purpose: Terraform copies this file alone into the stack's assets.
 "use strict";
 const { execFileSync } = require("node:child_process");
 
 function virsh(uri, args) {
   return execFileSync("virsh", ["-q", "-c", uri, ...args], { encoding: "utf8", stdio: ["ignore", "pipe", "pipe"] });
+}
+
+/** The holder the reconciler marked on a domain, or undefined. */
+function holderOf(uri, domain, holderUri) {
+  let xml;
+  try {
+    xml = virsh(uri, ["metadata", "--domain", domain, "--uri", holderUri]);
+  } catch (e) {
+    if (/metadata not found/i.test(String(e.stderr || ""))) return undefined;
+    throw e;
+  }
+  const m = /\buser="([^"]*)"/.exec(xml);
+  return m ? m[1] : undefined;
 }
 
 function main(query) {
@@ -41,6 +57,8 @@ function main(query) {
   }
   let maxIndex = 0;
   let count = 0;
+  const heldAbove = [];
+  const size = Number(query.size || "0");
   if (query.member_pattern) {
     const pattern = new RegExp(query.member_pattern);
     const detached = new Set(String(query.detached || "").split(","));
@@ -49,6 +67,10 @@ function main(query) {
       if (m && !detached.has(line.trim())) {
         count++;
         maxIndex = Math.max(maxIndex, Number(m[1]));
+        if (query.holder_uri && size > 0 && Number(m[1]) > size) {
+          const user = holderOf(uri, line.trim(), query.holder_uri);
+          if (user !== undefined) heldAbove.push(`${line.trim()} (${user})`);
+        }
       }
     }
   }
@@ -56,6 +78,7 @@ function main(query) {
     storage_pool: best ? best.name : "",
     available_bytes: best ? String(best.available) : "",
     max_member_index: String(maxIndex),
+    held_above: heldAbove.join(", "),
     member_count: String(count),
   };
 }

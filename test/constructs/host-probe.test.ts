@@ -3,6 +3,7 @@ import { writeFileSync, mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { ChildProcess } from "node:child_process";
+import { HOLDER_NAMESPACE } from "../../core";
 import { TEST_URI, holdTestDriver, releaseTestDriver, requireLibvirtd, virsh } from "../support/libvirt";
 
 const PROBE = join(__dirname, "../../constructs/assets/host-probe.cjs");
@@ -65,7 +66,44 @@ describe("plan-time host probe against a real libvirtd", () => {
       available_bytes: String(90 * 1024 ** 3),
       max_member_index: "12",
       member_count: "2",
+      held_above: "",
     });
+  });
+
+  it("reports held members above the size (the reconciler's holder mark) and skips detached ones", () => {
+    virsh(
+      TEST_URI,
+      "metadata",
+      "--domain",
+      "ProbePool-012",
+      "--uri",
+      HOLDER_NAMESPACE,
+      "--key",
+      "h",
+      "--set",
+      '<holder user="alice"/>',
+      "--config",
+    );
+    try {
+      const query = {
+        uri: TEST_URI,
+        candidates: pools[0]!,
+        member_pattern: "^ProbePool-([0-9]{3})$",
+        holder_uri: HOLDER_NAMESPACE,
+      };
+      expect(probe({ ...query, size: "5" })).toMatchObject({
+        max_member_index: "12",
+        held_above: "ProbePool-012 (alice)",
+      });
+      expect(probe({ ...query, size: "12" })).toMatchObject({ held_above: "" });
+      expect(probe({ ...query, size: "5", detached: "ProbePool-012" })).toMatchObject({
+        max_member_index: "3",
+        member_count: "1",
+        held_above: "",
+      });
+    } finally {
+      virsh(TEST_URI, "metadata", "--domain", "ProbePool-012", "--uri", HOLDER_NAMESPACE, "--remove", "--config");
+    }
   });
 
   it("skips inactive or unknown pools and reports zero members for a new pool", () => {

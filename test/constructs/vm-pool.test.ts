@@ -171,16 +171,24 @@ describe("VmPool (cdktf)", () => {
       candidates: "default",
       member_pattern: "^MyPool-([0-9]{3})$",
       detached: "",
+      size: "7",
+      holder_uri: "https://vmpools.dev/xmlns/holder/1",
     });
+    const heldGuard = {
+      condition: '${self.result.held_above == ""}',
+      error_message: expect.stringMatching(/that users hold \(\$\{self.result.held_above\}\).*vmpools return/),
+    };
     expect(probe.lifecycle.postcondition).toEqual([
       {
         condition: "${tonumber(self.result.max_member_index) <= 7}",
         error_message: expect.stringMatching(/lowering size would destroy them.*allowShrink: true/),
       },
+      heldGuard,
     ]);
     expect(probe.program[1]).toMatch(/^\$\{path\.module\}\/assets\/vmpools-host-probe\/[0-9A-F]+\/host-probe\.cjs$/);
     const allowed = synth(validProps({ size: 7, allowShrink: true })).json;
-    expect(Object.values<Json>(allowed.data.external)[0]!.lifecycle.postcondition).toEqual([]);
+    // allowShrink lets free members go, never held ones.
+    expect(Object.values<Json>(allowed.data.external)[0]!.lifecycle.postcondition).toEqual([heldGuard]);
   });
 
   it("every cluster host keeps its provider and shrink guard, also when no member under the new size lives there", () => {

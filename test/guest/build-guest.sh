@@ -94,6 +94,7 @@ cat >"$ROOT/init" <<'INIT'
 #   MARKER[<text>]                   sector 0 of /dev/vda before any write (NULs stripped)
 #   MARKER-WRITTEN[<text>]           after vmpools.action=write-marker:<text>, flushed
 #   VMPOOLS-GUEST-ERROR <why>        something failed; the guest still powers off
+#   VMPOOLS-GUEST-STAYING            vmpools.after=stay: up until destroyed, instead of powering off
 #   VMPOOLS-GUEST-POWEROFF           about to power off
 export PATH=/bin
 mount -t proc proc /proc
@@ -124,8 +125,12 @@ done
 echo "VMPOOLS-GUEST-READY"
 
 action=""
+after=""
 for arg in $(cat /proc/cmdline); do
-  case "$arg" in vmpools.action=*) action="${arg#vmpools.action=}" ;; esac
+  case "$arg" in
+    vmpools.action=*) action="${arg#vmpools.action=}" ;;
+    vmpools.after=*) after="${arg#vmpools.after=}" ;;
+  esac
 done
 
 readmarker() { dd if=/dev/vda bs=512 count=1 2>/dev/null | tr -d '\000\n'; }
@@ -145,6 +150,10 @@ case "$action" in
   "") ;;
   *) fail "unknown action $action" ;;
 esac
+if [ "$after" = "stay" ]; then
+  echo "VMPOOLS-GUEST-STAYING"
+  while :; do sleep 1; done
+fi
 off
 INIT
 chmod 755 "$ROOT/init"

@@ -46,8 +46,11 @@ export type GuestAction = { kind: "read-marker" } | { kind: "write-marker"; text
 
 const MARKER_RE = /^[A-Za-z0-9._:-]{1,200}$/;
 
-/** Kernel cmdline for an action: serial console, quiet boot, and panic → reboot (→ destroy). */
-export function guestCmdline(action: GuestAction): string {
+/**
+ * Kernel cmdline for an action: serial console, quiet boot, and panic → reboot (→ destroy). With
+ * `stay`, the guest stays up after the action (until destroyed) instead of powering off.
+ */
+export function guestCmdline(action: GuestAction, opts: { readonly stay?: boolean } = {}): string {
   let a: string;
   if (action.kind === "write-marker") {
     if (!MARKER_RE.test(action.text)) throw new Error(`bad marker text: ${action.text}`);
@@ -55,7 +58,7 @@ export function guestCmdline(action: GuestAction): string {
   } else {
     a = "read-marker";
   }
-  return `console=ttyS0 quiet panic=-1 vmpools.action=${a}`;
+  return `console=ttyS0 quiet panic=-1 vmpools.action=${a}${opts.stay ? " vmpools.after=stay" : ""}`;
 }
 
 export interface GuestDomainOptions {

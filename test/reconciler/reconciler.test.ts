@@ -5,6 +5,7 @@ import type { ChildProcess } from "node:child_process";
 import { performance } from "node:perf_hooks";
 import type { VmPlan, PoolPlan } from "../../core/plan";
 import type { VmPoolProps } from "../../core/spec";
+import { HOLDER_NAMESPACE, HOLDER_PREFIX, parseHolderXml, renderHolderXml } from "../../core/metadata";
 import { DomainEvents } from "../../reconciler/driver/events";
 import { VirshDriver } from "../../reconciler/driver/libvirt-driver";
 import {
@@ -133,6 +134,33 @@ describe("take", () => {
     await s.reconciler.idle();
     expect(roles(s)).toMatchObject({ [m1!]: "held/running", [m2!]: "prestarted/running", [m3!]: "prestarted/running" });
     expect(s.reconciler.status().pools[0]!.counts).toEqual({ members: 6, held: 1, prestarted: 2, free: 3 });
+  });
+
+  it("mirrors each holder into the member's metadata for plan-time tools, and converges after a restart", async () => {
+    const s = await setup("Mark", { size: 2 });
+    const holderOf = async (vm: string) => parseHolderXml(await driver.getMetadata(vm, HOLDER_NAMESPACE));
+    const { vm } = await s.reconciler.take(s.pool, "alice");
+    expect(await holderOf(vm)).toBe("alice");
+    await s.reconciler.return(s.pool, vm, { user: "alice" });
+    expect(await holderOf(vm)).toBeUndefined();
+
+    // A stale mark (written while no reconciler ran) and a missing one are put right at start-up.
+    const other = nameOf(s.plan, 1) === vm ? nameOf(s.plan, 2) : nameOf(s.plan, 1);
+    await s.reconciler.take(s.pool, "bob");
+    await s.reconciler.stop();
+    await driver.setMetadata(vm, HOLDER_NAMESPACE, renderHolderXml("mallory"), HOLDER_PREFIX);
+    await driver.removeMetadata(other, HOLDER_NAMESPACE);
+    const held = s.store.heldBy("bob", s.pool).map((a) => a.vm);
+    const again = new Reconciler({
+      driver,
+      store: s.store,
+      retry: { maxAttempts: 3, baseDelayMs: 10 },
+      onlyPools: [s.pool],
+    });
+    await again.start();
+    await again.idle();
+    for (const m of [vm, other]) expect(await holderOf(m)).toBe(held.includes(m) ? "bob" : undefined);
+    await again.stop();
   });
 
   it("starts a stopped member when none is prestarted", async () => {
