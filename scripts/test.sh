@@ -9,6 +9,11 @@ bash scripts/ensure-node-deps.sh
 echo "== typecheck" && npx tsc --noEmit -p .
 echo "== lint" && npx eslint . && npx prettier --check . >/dev/null
 echo "== libvirtd" && bash scripts/libvirt-up.sh
+# The Terraform provider stand-ins (built once, cached) and their own Go tests, which must find
+# libvirtd (never skip).
+echo "== terraform tools" && bash scripts/terraform-tools.sh >/dev/null
+echo "== go test (provider stand-ins)" &&
+  (cd tools/terraform-standins && VMPOOLS_REQUIRE_LIBVIRT=1 GOFLAGS=-mod=readonly go test ./...)
 echo "== jest (parallel)" && npx jest --ci --testPathIgnorePatterns '\.serial\.test\.ts$' "$@"
 # Tests that restart libvirtd run alone, after the rest.
 echo "== jest (serial)" && npx jest --ci --runInBand --testPathPatterns '\.serial\.test\.ts$' "$@"

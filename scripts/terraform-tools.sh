@@ -1,0 +1,73 @@
+#!/usr/bin/env bash
+# Builds (once, cached) the vmpools stand-ins for the Terraform providers dmacvicar/libvirt
+# 0.9.7 and hashicorp/external 2.3.5 from tools/terraform-standins, lays them out as a
+# Terraform filesystem mirror and writes a CLI config that installs providers from that mirror
+# only. The last line of stdout is the CLI config's absolute path: callers run
+#   export TF_CLI_CONFIG_FILE="$(scripts/terraform-tools.sh | tail -n1)"
+# Everything else goes to stderr. The real providers cannot be had here (the Go module proxy
+# refuses both), see tools/terraform-standins.
+set -euo pipefail
+
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+mod="$root/tools/terraform-standins"
+cache="${VMPOOLS_TOOLS_CACHE:-/var/cache/vmpools-tools}"
+terraform_version=1.11.4 # the version the project was checked with
+log() { echo "terraform-tools: $*" >&2; }
+
+mkdir -p "$cache"
+
+# (a) Terraform 1.11 or newer at /usr/local/bin/terraform. It cannot be built from the Go
+# module proxy (checked with v1.11.4 and Go 1.26): `go install …@v1.11.4` is refused because
+# its go.mod has replace directives, and building inside the downloaded module fails because
+# the module zip lacks the nested modules those directives point at
+# (internal/backend/remote-state/{azure,consul,cos,gcs,kubernetes,oss,pg,s3}, internal/legacy)
+# and go.mod names a godebug ("tlskyber") that Go 1.26 no longer knows.
+tf=/usr/local/bin/terraform
+if [ ! -x "$tf" ]; then
+  log "terraform is not installed at $tf, and it cannot be built from the Go module proxy"
+  log "(github.com/hashicorp/terraform@v$terraform_version: replace directives to nested modules missing from the module zip)."
+  log "Install Terraform $terraform_version or newer at $tf."
+  exit 1
+fi
+ver="$(TF_CLI_CONFIG_FILE=/dev/null "$tf" version -json 2>/dev/null | sed -n 's/.*"terraform_version": *"\([0-9.]*\)".*/\1/p' | head -n1)"
+case "$ver" in
+  1.1[1-9].*|1.[2-9][0-9].*|[2-9].*) ;;
+  *) log "terraform at $tf is '$ver'; 1.11 or newer is needed"; exit 1 ;;
+esac
+
+# (b) The stand-ins, keyed by their sources, go.sum and the Go toolchain. They embed the pinned
+# schemas, whose one committed copy is in providers/schema/.
+for f in dmacvicar-libvirt-0.9.7.code-schema.json dmacvicar-libvirt-0.9.7.plan-modifiers.json \
+  hashicorp-external-2.3.5.schema.json; do
+  cmp -s "$root/providers/schema/$f" "$mod/internal/schema/$f" || cp "$root/providers/schema/$f" "$mod/internal/schema/$f"
+done
+key="$( { (cd "$mod" && find . -type f \( -name '*.go' -o -name '*.json' -o -name go.mod -o -name go.sum \) \
+          -not -path './.*' | LC_ALL=C sort | xargs sha256sum); go version; } | sha256sum | cut -c1-16)"
+out="$cache/standins-$key"
+if [ ! -d "$out" ]; then
+  log "building the provider stand-ins into $out"
+  tmp="$out.tmp.$$"
+  rm -rf "$tmp"
+  libvirt_dir="$tmp/mirror/registry.terraform.io/dmacvicar/libvirt/0.9.7/linux_amd64"
+  external_dir="$tmp/mirror/registry.terraform.io/hashicorp/external/2.3.5/linux_amd64"
+  mkdir -p "$libvirt_dir" "$external_dir" "$tmp/plugin-cache"
+  # -mod=readonly: a build never edits go.mod / go.sum; all modules come from the proxy by name
+  (cd "$mod" && export CGO_ENABLED=0 GOFLAGS=-mod=readonly &&
+    go build -trimpath -o "$libvirt_dir/terraform-provider-libvirt_v0.9.7" ./cmd/terraform-provider-libvirt &&
+    go build -trimpath -o "$external_dir/terraform-provider-external_v2.3.5" ./cmd/terraform-provider-external) >&2
+  # (d) the CLI config: the mirror is the only installation method, nothing is downloaded
+  cat >"$tmp/terraformrc" <<EOF
+provider_installation {
+  filesystem_mirror {
+    path    = "$out/mirror"
+    include = ["registry.terraform.io/dmacvicar/libvirt", "registry.terraform.io/hashicorp/external"]
+  }
+}
+plugin_cache_dir = "$out/plugin-cache"
+EOF
+  mv "$tmp" "$out"
+fi
+
+# (e) the terraform binary and, on the last line, the CLI config
+echo "$tf"
+echo "$out/terraformrc"
