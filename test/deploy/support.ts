@@ -1,0 +1,152 @@
+// Shared set-up for the deploy tests: a storage pool, a bridged libvirt network and a base image
+// of the tiny guest's kind on qemu:///system, made by the test and removed after it.
+import { execFileSync } from "node:child_process";
+import { randomBytes } from "node:crypto";
+import * as fs from "node:fs";
+import * as path from "node:path";
+import { TerraformStack, type App } from "cdktf";
+import { VmPool } from "../../constructs";
+import type { VmPoolProps } from "../../core";
+import type { ResourceChange } from "../support/terraform";
+import { LIBVIRT_URI, virsh } from "../guest/guest";
+
+export const BASE_MARKER = "BASE-CLEAN";
+
+export interface Site {
+  readonly id: string;
+  readonly dir: string;
+  readonly storagePool: string;
+  readonly network: string;
+  readonly baseImage: string;
+  remove(): void;
+}
+
+/**
+ * A dir storage pool and a network bridged onto a bridge of our own (libvirt's NAT networks
+ * need iptables and dnsmasq, which these machines lack; a bridge-mode network needs neither).
+ */
+export function makeSite(prefix: string): Site {
+  const id = `${prefix}${randomBytes(3).toString("hex")}`;
+  const dir = path.join("/var/lib/libvirt/images", `vmpools-${id}`);
+  const storagePool = `vmpools-${id}`;
+  const network = `vmpools-${id}`;
+  const bridge = `vmp${id}`.slice(0, 15);
+  fs.mkdirSync(path.join(dir, "pool"), { recursive: true });
+  fs.chmodSync(dir, 0o755);
+  fs.chmodSync(path.join(dir, "pool"), 0o755);
+  const baseImage = path.join(dir, "base.raw");
+  const sector = Buffer.alloc(1024 * 1024);
+  sector.write(BASE_MARKER, "latin1");
+  fs.writeFileSync(baseImage, sector, { mode: 0o644 });
+  virsh("pool-create-as", "--name", storagePool, "--type", "dir", "--target", path.join(dir, "pool"));
+  execFileSync("ip", ["link", "add", bridge, "type", "bridge"]);
+  execFileSync("ip", ["link", "set", bridge, "up"]);
+  const netXml = path.join(dir, "net.xml");
+  fs.writeFileSync(
+    netXml,
+    `<network><name>${network}</name><forward mode='bridge'/><bridge name='${bridge}'/></network>`,
+  );
+  virsh("net-create", netXml);
+  return {
+    id,
+    dir,
+    storagePool,
+    network,
+    baseImage,
+    remove() {
+      const quiet = (...args: string[]) => {
+        try {
+          virsh(...args);
+        } catch {
+          /* already gone */
+        }
+      };
+      for (const d of virsh("list", "--all", "--name")
+        .split("\n")
+        .map((l) => l.trim())) {
+        if (!d.startsWith(prefixOf(id))) continue;
+        quiet("destroy", d);
+        quiet("undefine", d);
+      }
+      quiet("net-destroy", network);
+      quiet("pool-destroy", storagePool);
+      try {
+        execFileSync("ip", ["link", "del", bridge]);
+      } catch {
+        /* already gone */
+      }
+      fs.rmSync(dir, { recursive: true, force: true });
+    },
+  };
+}
+
+/** Member names of a site's pools start with this. */
+export const prefixOf = (id: string) => `T${id}`;
+
+export const stackWith =
+  (...pools: readonly VmPoolProps[]) =>
+  (app: App, id: string): TerraformStack => {
+    const stack = new TerraformStack(app, id);
+    pools.forEach((props, i) => new VmPool(stack, `Pool${i + 1}`, props));
+    return stack;
+  };
+
+const MEMBER_TYPES = new Set(["libvirt_domain", "libvirt_volume"]);
+const isPolicyVolume = (c: ResourceChange) => c.type === "libvirt_volume" && /_policy_/.test(c.name);
+
+/**
+ * Planned changes to existing member resources (domains, system and media volumes) other than
+ * none at all. Creates (new members) and deletes (a shrink) are reported by kind, so a test
+ * states exactly which it expects; an update or a replacement of a member is always listed.
+ */
+export function memberChanges(changes: readonly ResourceChange[]): string[] {
+  return changes
+    .filter((c) => MEMBER_TYPES.has(c.type) && !isPolicyVolume(c))
+    .filter((c) => !(c.actions.length === 1 && c.actions[0] === "no-op"))
+    .map((c) => `${c.actions.join("+")} ${c.address}`)
+    .sort();
+}
+
+/** Planned changes to the policy volumes and their revision. */
+export function policyChanges(changes: readonly ResourceChange[]): string[] {
+  return changes
+    .filter((c) => isPolicyVolume(c) || c.type === "terraform_data")
+    .filter((c) => !(c.actions.length === 1 && c.actions[0] === "no-op"))
+    .map((c) => `${c.actions.join("+")} ${c.address}`)
+    .sort();
+}
+
+/** Identity facts that must survive a deploy untouched. */
+export function domainFacts(name: string): { uuid: string; mac: string } {
+  const mac = /([0-9a-f]{2}(?::[0-9a-f]{2}){5})/.exec(virsh("domiflist", name))?.[1] ?? "";
+  return { uuid: virsh("domuuid", name), mac };
+}
+
+/**
+ * A running domain's state and its runtime id: libvirt gives a domain a new id each time it
+ * starts, so an unchanged id proves it was not stopped and started again in between.
+ */
+export function runtimeFacts(name: string): { state: string; id: string } {
+  return { state: virsh("domstate", name), id: virsh("domid", name) };
+}
+
+/** Reads sector 0 of a disk image while a guest may have it open (qemu-img -U). */
+export function readMarkerShared(imagePath: string): string {
+  const tmp = fs.mkdtempSync(path.join("/tmp", "vmpools-s0-"));
+  try {
+    const out = path.join(tmp, "s0.raw");
+    execFileSync(
+      "qemu-img",
+      ["dd", "-U", "-f", "qcow2", "-O", "raw", "bs=512", "count=1", `if=${imagePath}`, `of=${out}`],
+      { stdio: ["ignore", "ignore", "pipe"] },
+    );
+    return fs
+      .readFileSync(out)
+      .toString("latin1")
+      .replace(/[\0\n]/g, "");
+  } finally {
+    fs.rmSync(tmp, { recursive: true, force: true });
+  }
+}
+
+export { LIBVIRT_URI };
