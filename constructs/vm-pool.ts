@@ -112,7 +112,9 @@ export class VmPool extends Construct {
         `policy-${host.name}`,
         {
           provider: libvirtProviderFor(this, host),
-          lifecycle: { ignoreChanges: "all", replaceTriggeredBy: [revision] },
+          // A plain address: Terraform's JSON syntax takes references here, not `${…}` templates
+          // (which cdktf writes for a resource object).
+          lifecycle: { ignoreChanges: "all", replaceTriggeredBy: [`terraform_data.${revision.friendlyUniqueId}`] },
         },
         {
           name: policy.volumeName,

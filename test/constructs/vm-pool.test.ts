@@ -116,7 +116,7 @@ describe("VmPool (cdktf)", () => {
       name: "MyPool-###.vmpools-policy.xml",
       pool: "default",
       provider: "libvirt.host_localhost",
-      lifecycle: { replace_triggered_by: ["${terraform_data.MyPool_policy_revision}"] },
+      lifecycle: { replace_triggered_by: ["terraform_data.MyPool_policy_revision"] },
     });
     expect(policy.create.content.url).toMatch(/^\$\{abspath\(path\.module\)\}\/assets\/.*\.xml$/);
     const revision = json.resource.terraform_data.MyPool_policy_revision;

@@ -142,8 +142,9 @@ case "$action" in
   write-marker:*)
     text="${action#write-marker:}"
     echo "MARKER[$(readmarker)]"
-    # conv=sync pads to a full 512-byte sector with NULs, wiping any older, longer marker.
-    printf '%s' "$text" | dd of=/dev/vda bs=512 count=1 conv=sync 2>/dev/null || fail "dd"
+    # conv=sync pads to a full 512-byte sector with NULs, wiping any older, longer marker; fsync
+    # flushes the disk, so the host sees the write in the image while the guest is still up.
+    printf '%s' "$text" | dd of=/dev/vda bs=512 count=1 conv=sync,fsync 2>/dev/null || fail "dd"
     sync
     echo "MARKER-WRITTEN[$(readmarker)]"
     ;;
