@@ -11,7 +11,7 @@ import { hostname } from "node:os";
 
 const USAGE = `usage:
   vmpools serve [--uri qemu:///system] [--db /var/lib/vmpools/state.db] [--listen 127.0.0.1:8480]
-                [--tokens /etc/vmpools/tokens.json] [--console-host HOST]
+                [--tokens /etc/vmpools/tokens.json] [--console-host HOST] [--resync-seconds 30]
   vmpools token USER [--admin]            print a new token and its tokens-file entry
   vmpools take POOL
   vmpools return POOL VM
@@ -102,6 +102,11 @@ export function consoleHostOf(uri: string): string {
 }
 
 async function serve(p: Parsed): Promise<void> {
+  // Also how soon a deployed policy edit takes effect: libvirt has no volume events.
+  const resync = flag(p, "resync-seconds", "30");
+  if (!/^[1-9][0-9]{0,4}$/.test(resync)) {
+    throw new UsageError(`--resync-seconds ${resync}: give whole seconds from 1 to 99999, e.g. --resync-seconds 10`);
+  }
   const uri = flag(p, "uri", "qemu:///system");
   const [host, port] = flag(p, "listen", "127.0.0.1:8480").split(/:(?=\d+$)/);
   const auth = TokenAuth.fromFile(flag(p, "tokens", "/etc/vmpools/tokens.json"));
@@ -113,6 +118,7 @@ async function serve(p: Parsed): Promise<void> {
     events,
     store,
     retry: { maxAttempts: 5, baseDelayMs: 500 },
+    resyncIntervalMs: Number(resync) * 1000,
     consoleHost: flag(p, "console-host", consoleHostOf(uri)),
   });
   reconciler.on("failure", (f) => console.error(`vmpools: ${f.context}${f.vm ? ` ${f.vm}` : ""}: ${f.error.message}`));

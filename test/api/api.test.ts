@@ -1,6 +1,6 @@
 import { execFile } from "node:child_process";
 import { randomBytes } from "node:crypto";
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import type { AddressInfo } from "node:net";
 import { hostname, tmpdir } from "node:os";
 import { join } from "node:path";
@@ -185,6 +185,11 @@ describe("HTTP API and CLI against a reconciler on libvirt's test hypervisor", (
     expect(usage.err).toMatch(/expected POOL\nusage:/);
     const noToken = await cli(["status"], "");
     expect(noToken.err).toMatch(/set VMPOOLS_TOKEN/);
+    // Refused before serve does anything (no store opened, no libvirt connection).
+    const resync = await cli(["serve", "--resync-seconds", "0", "--db", join(dir, "never.db")]);
+    expect(resync.code).toBe(2);
+    expect(resync.err).toMatch(/--resync-seconds 0: give whole seconds from 1 to 99999/);
+    expect(existsSync(join(dir, "never.db"))).toBe(false);
   });
 
   it("`vmpools token` prints a token whose entry authenticates it", async () => {
