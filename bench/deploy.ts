@@ -10,7 +10,7 @@ import { cpus } from "node:os";
 import { join } from "node:path";
 import { performance } from "node:perf_hooks";
 import type { VmPoolProps } from "../core";
-import { makeSite, prefixOf, stackWith, type Site } from "../test/deploy/support";
+import { makeSite, prefixOf, siteProps, stackWith, type Site } from "../test/deploy/support";
 import { requireLibvirtd } from "../test/support/libvirt";
 import { TerraformProject } from "../test/support/terraform";
 
@@ -18,22 +18,7 @@ const RUNS = 3;
 const applySizes = (process.argv[2] ?? "10,100").split(",").map(Number);
 const planSize = Number(process.argv[3] ?? "1000");
 
-const props = (site: Site, name: string, size: number): VmPoolProps => ({
-  name,
-  size,
-  template: {
-    name: "bench",
-    version: 1,
-    baseImagePath: site.baseImage,
-    baseImageFormat: "raw",
-    diskSizeGiB: 1,
-    memoryMiB: 128,
-    vcpus: 1,
-    domainType: "qemu",
-  },
-  network: { network: site.network },
-  resourceAllocation: { disk: { storagePools: [{ name: site.storagePool }] } },
-});
+const props = (site: Site, name: string, size: number): VmPoolProps => siteProps(site, name, { size });
 
 /** The same pool's member resources alone, under its own names (the baseline). */
 function baselineProject(dir: string, poolProps: VmPoolProps): TerraformProject {

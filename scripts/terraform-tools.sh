@@ -16,18 +16,15 @@ log() { echo "terraform-tools: $*" >&2; }
 
 mkdir -p "$cache"
 
-# (a) Terraform 1.11 or newer at /usr/local/bin/terraform. It cannot be built from the Go
-# module proxy (checked with v1.11.4 and Go 1.26): `go install …@v1.11.4` is refused because
-# its go.mod has replace directives, and building inside the downloaded module fails because
-# the module zip lacks the nested modules those directives point at
-# (internal/backend/remote-state/{azure,consul,cos,gcs,kubernetes,oss,pg,s3}, internal/legacy)
-# and go.mod names a godebug ("tlskyber") that Go 1.26 no longer knows.
-tf=/usr/local/bin/terraform
-if [ ! -x "$tf" ]; then
-  log "terraform is not installed at $tf, and it cannot be built from the Go module proxy"
-  log "(github.com/hashicorp/terraform@v$terraform_version: replace directives to nested modules missing from the module zip)."
-  log "Install Terraform $terraform_version or newer at $tf."
-  exit 1
+# (a) Terraform 1.11 or newer: the machine's, or one built once from the Go module proxy and
+# kept in the cache (a few minutes cold; scripts/build-terraform.sh says how and why).
+if [ -x /usr/local/bin/terraform ]; then
+  tf=/usr/local/bin/terraform
+else
+  [ -x "$cache/terraform-$terraform_version/terraform" ] ||
+    log "terraform not found at /usr/local/bin/terraform; building $terraform_version from the Go module proxy"
+  TERRAFORM_VERSION="$terraform_version" bash "$root/scripts/build-terraform.sh" "$cache/terraform-$terraform_version"
+  tf="$cache/terraform-$terraform_version/terraform"
 fi
 ver="$(TF_CLI_CONFIG_FILE=/dev/null "$tf" version -json 2>/dev/null | sed -n 's/.*"terraform_version": *"\([0-9.]*\)".*/\1/p' | head -n1)"
 case "$ver" in

@@ -8,7 +8,7 @@ import * as path from "node:path";
 import type { VmPoolProps } from "../../core";
 import { ensureLibvirt, virsh } from "../guest/guest";
 import { terraformTools } from "../support/terraform";
-import { makeSite, prefixOf, type Site } from "./support";
+import { makeSite, prefixOf, siteProps, type Site } from "./support";
 
 const ROOT = path.join(__dirname, "../..");
 const ADMIN_PASSWORD = `Cli-${process.pid}-admin-secret`;
@@ -45,23 +45,7 @@ function cdktf(args: readonly string[], pools: readonly unknown[]): Promise<{ co
   });
 }
 
-const linux = (o: Partial<VmPoolProps> = {}): VmPoolProps => ({
-  name: `${prefixOf(site.id)}-?`,
-  size: 1,
-  template: {
-    name: "t",
-    version: 1,
-    baseImagePath: site.baseImage,
-    baseImageFormat: "raw",
-    diskSizeGiB: 1,
-    memoryMiB: 128,
-    vcpus: 1,
-    domainType: "qemu",
-  },
-  network: { network: site.network },
-  resourceAllocation: { disk: { storagePools: [{ name: site.storagePool }] } },
-  ...o,
-});
+const linux = (o: Partial<VmPoolProps> = {}): VmPoolProps => siteProps(site, `${prefixOf(site.id)}-?`, o);
 
 beforeAll(() => {
   ensureLibvirt();

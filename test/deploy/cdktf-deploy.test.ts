@@ -11,7 +11,7 @@ import { VirshDriver } from "../../reconciler/driver/libvirt-driver";
 import { UserLimitError } from "../../reconciler/errors";
 import { Reconciler, type Failure } from "../../reconciler/reconciler";
 import { StateStore } from "../../reconciler/store/store";
-import { ensureGuest, ensureLibvirt, guestCmdline, virsh } from "../guest/guest";
+import { ensureGuest, ensureLibvirt, guestCmdline, readImageMarker, virsh } from "../guest/guest";
 import { eventually } from "../reconciler/support";
 import { effective, TerraformProject } from "../support/terraform";
 import {
@@ -22,7 +22,6 @@ import {
   memberChanges,
   policyChanges,
   prefixOf,
-  readMarkerShared,
   runtimeFacts,
   stackWith,
   type Site,
@@ -169,7 +168,7 @@ test("deploys through Terraform, the reconciler takes over, and a take boots a g
 
   expect(await reconciler.take(POOL, "alice")).toEqual({ pool: POOL, vm: member(1), started: false });
   // The guest booted from what Terraform created and wrote into its own overlay.
-  await eventually(() => expect(readMarkerShared(overlay(1))).toBe(WROTE), 60_000);
+  await eventually(() => expect(readImageMarker(overlay(1), "qcow2", { whileRunning: true })).toBe(WROTE), 60_000);
   await expect(reconciler.take(POOL, "alice")).rejects.toBeInstanceOf(UserLimitError);
   // The replacement prestarted member; the third stays off (prestarted is 1).
   await eventually(() => expect(virsh("domstate", member(2))).toBe("running"), 30_000);
@@ -193,7 +192,7 @@ test("a policy edit replaces only the policy volume: the held member keeps runni
   // Never stopped: same runtime id, still running, still alice's, her write still there.
   expect(runtimeFacts(member(1))).toEqual(held);
   expect(store.holder(POOL, member(1))?.user).toBe("alice");
-  expect(readMarkerShared(overlay(1))).toBe(WROTE);
+  expect(readImageMarker(overlay(1), "qcow2", { whileRunning: true })).toBe(WROTE);
 
   // The reconciler reads the new document: two prestarted, two per user, the new proxy.
   await eventually(

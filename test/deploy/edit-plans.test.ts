@@ -6,7 +6,7 @@ import * as path from "node:path";
 import { SysprepConfig, secretFromEnv, type VmPoolProps } from "../../core";
 import { ensureLibvirt } from "../guest/guest";
 import { effective, TerraformProject } from "../support/terraform";
-import { makeSite, memberChanges, policyChanges, prefixOf, stackWith, type Site } from "./support";
+import { makeSite, memberChanges, policyChanges, prefixOf, siteProps, stackWith, type Site } from "./support";
 
 let site: Site;
 let project: TerraformProject;
@@ -14,23 +14,8 @@ const DOMAIN_PASSWORD = `Dom-${process.pid}-pässwörd`;
 const ADMIN_PASSWORD = `Adm-${process.pid}-secret`;
 const PRODUCT_KEY = "VK7JG-NPHTM-C97JM-9MPGT-3V66T";
 
-const linux = (o: Partial<VmPoolProps> = {}): VmPoolProps => ({
-  name: `${prefixOf(site.id)}L-?`,
-  size: 2,
-  template: {
-    name: "t",
-    version: 1,
-    baseImagePath: site.baseImage,
-    baseImageFormat: "raw",
-    diskSizeGiB: 1,
-    memoryMiB: 128,
-    vcpus: 1,
-    domainType: "qemu",
-  },
-  network: { network: site.network },
-  resourceAllocation: { disk: { storagePools: [{ name: site.storagePool }] } },
-  ...o,
-});
+const linux = (o: Partial<VmPoolProps> = {}): VmPoolProps =>
+  siteProps(site, `${prefixOf(site.id)}L-?`, { size: 2, ...o });
 
 const windows = (): VmPoolProps => ({
   ...linux(),

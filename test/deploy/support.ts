@@ -80,6 +80,27 @@ export function makeSite(prefix: string): Site {
   };
 }
 
+/** A small pool on a site whose members are never booted (no kernel): enough for planning and applying. */
+export function siteProps(site: Site, name: string, overrides: Partial<VmPoolProps> = {}): VmPoolProps {
+  return {
+    name,
+    size: 1,
+    template: {
+      name: "t",
+      version: 1,
+      baseImagePath: site.baseImage,
+      baseImageFormat: "raw",
+      diskSizeGiB: 1,
+      memoryMiB: 128,
+      vcpus: 1,
+      domainType: "qemu",
+    },
+    network: { network: site.network },
+    resourceAllocation: { disk: { storagePools: [{ name: site.storagePool }] } },
+    ...overrides,
+  };
+}
+
 /** Member names of a site's pools start with this. */
 export const prefixOf = (id: string) => `T${id}`;
 
@@ -128,25 +149,6 @@ export function domainFacts(name: string): { uuid: string; mac: string } {
  */
 export function runtimeFacts(name: string): { state: string; id: string } {
   return { state: virsh("domstate", name), id: virsh("domid", name) };
-}
-
-/** Reads sector 0 of a disk image while a guest may have it open (qemu-img -U). */
-export function readMarkerShared(imagePath: string): string {
-  const tmp = fs.mkdtempSync(path.join("/tmp", "vmpools-s0-"));
-  try {
-    const out = path.join(tmp, "s0.raw");
-    execFileSync(
-      "qemu-img",
-      ["dd", "-U", "-f", "qcow2", "-O", "raw", "bs=512", "count=1", `if=${imagePath}`, `of=${out}`],
-      { stdio: ["ignore", "ignore", "pipe"] },
-    );
-    return fs
-      .readFileSync(out)
-      .toString("latin1")
-      .replace(/[\0\n]/g, "");
-  } finally {
-    fs.rmSync(tmp, { recursive: true, force: true });
-  }
 }
 
 export { LIBVIRT_URI };

@@ -160,14 +160,24 @@ export function parseGuestLog(log: string): GuestLog {
 }
 
 /** Sector 0 of a disk image as text (NULs stripped), read on the host through qemu-img. */
-export function readImageMarker(imagePath: string, format: "qcow2" | "raw"): string {
+export function readImageMarker(
+  imagePath: string,
+  format: "qcow2" | "raw",
+  opts: { readonly whileRunning?: boolean } = {},
+): string {
   // qemu-img dd cannot write to a pipe (it resizes its output), hence a scratch file.
   const tmp = fs.mkdtempSync(path.join(os.tmpdir(), "vmpools-sector0-"));
   try {
     const out = path.join(tmp, "s0.raw");
-    execFileSync("qemu-img", ["dd", "-f", format, "-O", "raw", "bs=512", "count=1", `if=${imagePath}`, `of=${out}`], {
-      stdio: ["ignore", "ignore", "pipe"],
-    });
+    // -U: read without the image lock while a guest has the image open (it fsyncs its writes).
+    const shared = opts.whileRunning ? ["-U"] : [];
+    execFileSync(
+      "qemu-img",
+      ["dd", ...shared, "-f", format, "-O", "raw", "bs=512", "count=1", `if=${imagePath}`, `of=${out}`],
+      {
+        stdio: ["ignore", "ignore", "pipe"],
+      },
+    );
     return fs
       .readFileSync(out)
       .toString("latin1")
