@@ -270,8 +270,9 @@ export class VmPool extends Construct {
                 autoPort: true,
                 listen: m.graphics.listen,
                 // Locks the console until the reconciler issues a user a short-lived ticket: a random
-                // value set once at creation, already expired, never shown in plans.
-                passwd: Fn.uuid(),
+                // value set once at creation, already expired. The provider does not mark passwd
+                // sensitive; Terraform's sensitive() keeps it out of plan output.
+                passwd: Fn.sensitive(Fn.uuid()),
                 passwdValidTo: "1970-01-01T00:00:00",
               },
             },

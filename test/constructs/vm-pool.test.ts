@@ -70,7 +70,7 @@ describe("VmPool (cdktf)", () => {
     expect(d.devices.interfaces).toEqual([{ source: { network: { network: "default" } }, model: { type: "virtio" } }]);
     expect(d.devices.graphics[0].spice).toMatchObject({
       auto_port: true,
-      passwd: "${uuid()}",
+      passwd: "${sensitive(uuid())}",
       passwd_valid_to: "1970-01-01T00:00:00",
     });
     expect(d.devices.serials).toEqual([{ target: { port: 0 } }]);

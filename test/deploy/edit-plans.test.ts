@@ -131,6 +131,12 @@ test("no secret appears in Terraform's output, plan JSON or state", async () => 
   const json = fs.readFileSync(path.join(project.stackDir, "cdk.tf.json"), "utf8");
   // The Windows pool really is in there, with its media.
   expect(state).toContain(`${prefixOf(site.id)}W-1-sysprep.iso`);
+  // The console lock (an expired random password) is marked sensitive, so plans never print it.
+  const domains = (
+    JSON.parse(state) as { resources: { type: string; instances: { sensitive_attributes: unknown }[] }[] }
+  ).resources.filter((r) => r.type === "libvirt_domain");
+  expect(domains.length).toBeGreaterThan(0);
+  for (const d of domains) expect(JSON.stringify(d.instances[0]!.sensitive_attributes)).toContain('"passwd"');
   for (const text of [...project.transcript, state, json]) {
     for (const secret of [DOMAIN_PASSWORD, ADMIN_PASSWORD, PRODUCT_KEY]) expect(text).not.toContain(secret);
   }
