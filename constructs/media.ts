@@ -1,7 +1,7 @@
 import { AssetType, TerraformAsset } from "cdktf";
 import type { Construct } from "constructs";
 import { createHash } from "node:crypto";
-import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { ConfigMediaPlan } from "../core";
@@ -35,7 +35,11 @@ const absoluteAssetUrl = (asset: TerraformAsset) => `\${abspath(path.module)}/${
  */
 export function configMediaUrl(scope: Construct, vmName: string, media: ConfigMediaPlan): string {
   const { image, extension } = buildConfigMedia(media);
-  const file = join(staging(), `${vmName}-${media.kind}.${extension}`);
+  // One staging folder serves every stack of the process, and cdktf copies assets only at
+  // app.synth(): a folder per construct path keeps two stacks' same-named members apart.
+  const dir = join(staging(), createHash("sha256").update(scope.node.path).digest("hex").slice(0, 16));
+  mkdirSync(dir, { recursive: true, mode: 0o700 });
+  const file = join(dir, `${vmName}-${media.kind}.${extension}`);
   writeFileSync(file, image, { mode: 0o600 });
   // cdktf names asset folders by an MD5 of the content unless told otherwise; for a deterministic
   // image whose only unknowns are the passwords that hash would let anyone who reads the plan

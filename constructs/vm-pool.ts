@@ -3,6 +3,7 @@ import { Construct } from "constructs";
 import { createHash } from "node:crypto";
 import {
   HOLDER_NAMESPACE,
+  METADATA_NAMESPACE,
   planPool,
   memberNamePattern,
   type PoolPlan,
@@ -16,7 +17,7 @@ import { DataExternal } from "../providers/gen/providers/external/data-external"
 import { configMediaUrl, policyDocumentUrl } from "./media";
 import { externalProviderFor, hostProbeAsset, libvirtProviderFor, providerAlias } from "./providers";
 import { domainResource, volumeResource, type RenderedResource } from "./rendered-resource";
-import { forgetResources, terraformName } from "./removed";
+import { claimLogicalId, forgetResources, terraformName } from "./addresses";
 
 export type { VmPoolProps } from "../core";
 
@@ -104,7 +105,7 @@ export class VmPool extends Construct {
     const revision = new DataResource(this, "policy-revision", {
       input: { policy_sha256: createHash("sha256").update(policy.xml).digest("hex") },
     });
-    revision.overrideLogicalId(terraformName(`${this.poolPath()}_policy_revision`));
+    claimLogicalId(revision, terraformName(`${this.poolPath()}_policy_revision`));
     const url = policyDocumentUrl(this, policy.xml);
     for (const host of pool.clusterHosts) {
       const volume = volumeResource(
@@ -123,7 +124,7 @@ export class VmPool extends Construct {
           create: { content: { url } },
         },
       );
-      volume.overrideLogicalId(terraformName(`${this.poolPath()}_policy_${providerAlias(host)}`));
+      claimLogicalId(volume, terraformName(`${this.poolPath()}_policy_${providerAlias(host)}`));
     }
   }
 
@@ -148,8 +149,14 @@ export class VmPool extends Construct {
         `(\${self.result.held_above}); lowering size would destroy them. Have them returned first ` +
         `(vmpools return), or raise size again.`,
     };
+    const undetached = {
+      condition: '${self.result.undetached == ""}',
+      errorMessage:
+        `Pool ${pool.name}: host ${host.name} has members listed in detached that are still members ` +
+        `(\${self.result.undetached}); run vmpools detach POOL VM for each first (Down members only).`,
+    };
     const guard = pool.allowShrink
-      ? [held]
+      ? [held, undetached]
       : [
           {
             condition: `\${tonumber(self.result.max_member_index) <= ${pool.size}}`,
@@ -158,6 +165,7 @@ export class VmPool extends Construct {
               `would destroy them. Raise size again, detach those members, or set allowShrink: true.`,
           },
           held,
+          undetached,
         ];
     return new DataExternal(this, `probe-${host.name}`, {
       provider: externalProviderFor(this),
@@ -170,6 +178,7 @@ export class VmPool extends Construct {
         detached: pool.detached.join(","),
         size: String(pool.size),
         holder_uri: HOLDER_NAMESPACE,
+        member_uri: METADATA_NAMESPACE,
       },
       lifecycle: { postcondition: guard },
     });
@@ -182,7 +191,7 @@ export class VmPool extends Construct {
     const storagePool = this.storagePool(probe);
     const meta = { provider, lifecycle: { ignoreChanges: "all" as const, preventDestroy: pool.deleteProtection } };
     const named = <T extends TerraformResource>(resource: T, part: string): T => {
-      resource.overrideLogicalId(this.logicalId(m.name, part));
+      claimLogicalId(resource, this.logicalId(m.name, part));
       return resource;
     };
 

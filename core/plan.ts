@@ -7,7 +7,7 @@ import {
   renderPolicyDocument,
   type MemberMetadata,
 } from "./metadata";
-import { hostnameFor, memberName } from "./naming";
+import { hostnameFor, memberName, memberNamePattern } from "./naming";
 import { homeHost } from "./placement";
 import type { ResolvedPool } from "./resolved";
 import type { DiskFormat, HostRef, NumaTuneMode, VmPoolProps } from "./spec";
@@ -101,7 +101,7 @@ export interface PoolPlan {
   readonly pool: ResolvedPool;
   /** Members the engines manage: indices 1..size, without the detached ones. */
   readonly members: readonly VmPlan[];
-  /** Detached members under the current size: the engines forget their resources, never destroy them. */
+  /** Every detached member, whatever its index: the engines forget their resources, never destroy them. */
   readonly detached: readonly VmPlan[];
   readonly policy: PolicyPlan;
   readonly warnings: readonly string[];
@@ -212,7 +212,14 @@ export function planPool(props: VmPoolProps, subject?: string): PoolPlan {
   const members: VmPlan[] = [];
   const detached: VmPlan[] = [];
   const detachedNames = new Set(pool.detached);
-  for (let index = 1; index <= pool.size; index++) {
+  const pattern = memberNamePattern(pool.mask);
+  // A detached member above the size (detached, then size lowered in the same deploy) still has
+  // resources in the state: they must be forgotten, not destroyed.
+  const detachedAbove = pool.detached
+    .map((vm) => Number(pattern.exec(vm)![1]))
+    .filter((index) => index > pool.size)
+    .sort((a, b) => a - b);
+  for (const index of [...Array.from({ length: pool.size }, (_, i) => i + 1), ...detachedAbove]) {
     const name = memberName(pool.mask, index);
     const hostname = hostnameFor(name);
     const media = configMedia(pool, name, index, hostname);

@@ -135,7 +135,13 @@ export function resolvePool(props: VmPoolProps, subject = "VmPool"): { pool: Res
 
   const boot = t.directKernelBoot;
   let directKernelBoot: ResolvedPool["template"]["directKernelBoot"];
-  if (boot !== undefined) {
+  if (boot !== undefined && (typeof boot !== "object" || boot === null)) {
+    errors.add(
+      "template.directKernelBoot",
+      boot,
+      'must be { kernelPath, initrdPath?, cmdline? }, e.g. { kernelPath: "/var/lib/libvirt/boot/vmlinuz" }',
+    );
+  } else if (boot !== undefined) {
     const absolute = (prop: string, v: unknown) => {
       if (typeof v === "string" && v.startsWith("/")) return true;
       errors.add(prop, v, 'must be an absolute path on the hosts, such as "/var/lib/libvirt/boot/vmlinuz"');
@@ -461,7 +467,8 @@ export function resolvePool(props: VmPoolProps, subject = "VmPool"): { pool: Res
   } else {
     const pattern = typeof parsed === "string" ? undefined : memberNamePattern(mask);
     for (const [i, vm] of (props.detached ?? []).entries()) {
-      if (typeof vm !== "string" || (pattern && !pattern.test(vm))) {
+      const index = typeof vm === "string" && pattern ? Number(pattern.exec(vm)?.[1] ?? 0) : 0;
+      if (typeof vm !== "string" || (pattern && index < 1)) {
         errors.add(`detached[${i}]`, vm, `must be the name of a member of this pool, such as "${memberName(mask, 1)}"`);
       } else if (detached.includes(vm)) {
         errors.add(`detached[${i}]`, vm, "is listed twice; list each detached member once");

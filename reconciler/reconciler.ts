@@ -232,7 +232,13 @@ export class Reconciler extends EventEmitter<ReconcilerEventMap> {
       // Subscribed before the first listing, so no change falls between the two.
       await this.events.ready();
     }
+    // The pools' current policy before anything acts on it (recovery redoes returns, which revert
+    // or not by the policy): the last documents read, then libvirt's.
+    for (const [pool, policy] of this.store.policyDocuments()) {
+      if (this.manages(pool)) this.policyDocuments.set(pool, policy);
+    }
     await this.refreshMembers();
+    await this.refreshPolicies();
     await this.recover();
     this.running = true;
     await this.resync();
@@ -530,6 +536,7 @@ export class Reconciler extends EventEmitter<ReconcilerEventMap> {
       const before = this.policyDocuments.get(pool);
       if (!before || JSON.stringify(before) !== JSON.stringify(policy)) {
         this.policyDocuments.set(pool, policy);
+        this.store.savePolicyDocument(pool, policy);
         changed = true;
       }
     }

@@ -2,7 +2,8 @@
 // Plan-time probe for one libvirt host, run by Terraform's `external` data source.
 // Input (stdin, JSON): { "uri", "candidates": "poolA,poolB", "member_pattern": "^MyPool-([0-9]{3})$",
 //   "detached": "MyPool-004,…" (members detached from the pool: independent VMs, not counted),
-//   "size": "3", "holder_uri": "<the reconciler's holder namespace>" }
+//   "size": "3", "holder_uri": "<the reconciler's holder namespace>",
+//   "member_uri": "<the pool's member namespace>" }
 // Output (stdout, JSON of strings): the candidate storage pool with the most free space and the
 // highest member index already defined on the host (the shrink guard compares it with `size`),
 // and the members above `size` that a user holds (the reconciler marks them in their metadata):
@@ -15,16 +16,19 @@ function virsh(uri, args) {
   return execFileSync("virsh", ["-q", "-c", uri, ...args], { encoding: "utf8", stdio: ["ignore", "pipe", "pipe"] });
 }
 
-/** The holder the reconciler marked on a domain, or undefined. */
-function holderOf(uri, domain, holderUri) {
-  let xml;
+/** A domain's metadata element in namespace `ns`, or undefined when it has none. */
+function metadataOf(uri, domain, ns) {
   try {
-    xml = virsh(uri, ["metadata", "--domain", domain, "--uri", holderUri]);
+    return virsh(uri, ["metadata", "--domain", domain, "--uri", ns]);
   } catch (e) {
     if (/metadata not found/i.test(String(e.stderr || ""))) return undefined;
     throw e;
   }
-  const m = /\buser="([^"]*)"/.exec(xml);
+}
+
+/** The holder the reconciler marked on a domain, or undefined. */
+function holderOf(uri, domain, holderUri) {
+  const m = /\buser="([^"]*)"/.exec(metadataOf(uri, domain, holderUri) || "");
   return m ? m[1] : undefined;
 }
 
@@ -58,12 +62,18 @@ function main(query) {
   let maxIndex = 0;
   let count = 0;
   const heldAbove = [];
+  // Listed as detached but still a member (vmpools detach not run): Terraform would forget a VM
+  // the reconciler keeps handing out.
+  const undetached = [];
   const size = Number(query.size || "0");
   if (query.member_pattern) {
     const pattern = new RegExp(query.member_pattern);
     const detached = new Set(String(query.detached || "").split(","));
     for (const line of virsh(uri, ["list", "--all", "--name"]).split("\n")) {
       const m = pattern.exec(line.trim());
+      if (m && detached.has(line.trim()) && query.member_uri && metadataOf(uri, line.trim(), query.member_uri)) {
+        undetached.push(line.trim());
+      }
       if (m && !detached.has(line.trim())) {
         count++;
         maxIndex = Math.max(maxIndex, Number(m[1]));
@@ -79,6 +89,7 @@ function main(query) {
     available_bytes: best ? String(best.available) : "",
     max_member_index: String(maxIndex),
     held_above: heldAbove.join(", "),
+    undetached: undetached.join(", "),
     member_count: String(count),
   };
 }

@@ -51,6 +51,15 @@ export const MIGRATIONS: readonly string[] = [
   `
   ALTER TABLE intents ADD COLUMN payload TEXT CHECK (payload IS NULL OR json_valid(payload));
   `,
+  // 4: the last policy document read per pool, so a restart while the engines replace one (delete,
+  // then create) does not fall back to the members' older creation-time policy.
+  `
+  CREATE TABLE policy_documents (
+    pool       TEXT PRIMARY KEY,
+    policy     TEXT NOT NULL CHECK (json_valid(policy) AND json_type(policy) = 'object'),
+    updated_at INTEGER NOT NULL
+  ) STRICT, WITHOUT ROWID;
+  `,
 ];
 
 export const SCHEMA_VERSION = MIGRATIONS.length;

@@ -1,3 +1,4 @@
+import type { MemberMetadata } from "../../core/metadata";
 import { randomUUID } from "node:crypto";
 import Database from "better-sqlite3";
 import { migrate } from "./schema";
@@ -170,6 +171,11 @@ const statements = (db: Database.Database) => ({
     .prepare<[string, string], string>("SELECT options FROM console_options WHERE pool = ? AND user = ?")
     .pluck(),
   forgetConsole: db.prepare<[string]>("DELETE FROM console_options WHERE pool = ?"),
+  setPolicy: db.prepare<[string, string, number]>(
+    `INSERT INTO policy_documents (pool, policy, updated_at) VALUES (?, ?, ?)
+       ON CONFLICT (pool) DO UPDATE SET policy = excluded.policy, updated_at = excluded.updated_at`,
+  ),
+  policies: db.prepare<[], { pool: string; policy: string }>("SELECT pool, policy FROM policy_documents"),
 });
 
 const DETACHED = "cancelled: VM detached from its pool";
@@ -329,6 +335,15 @@ export class StateStore {
   /** Remembers `opts` as the user's console defaults for the pool (replacing earlier ones). */
   setConsoleOptions(pool: string, user: string, opts: ConsoleOptions): void {
     this.q.setConsole.run(pool, user, JSON.stringify(opts), Date.now());
+  }
+
+  /** Remembers the newest policy document read for a pool (parsed, as JSON). */
+  savePolicyDocument(pool: string, policy: MemberMetadata): void {
+    this.q.setPolicy.run(pool, JSON.stringify(policy), Date.now());
+  }
+
+  policyDocuments(): Map<string, MemberMetadata> {
+    return new Map(this.q.policies.all().map((r) => [r.pool, JSON.parse(r.policy) as MemberMetadata]));
   }
 
   consoleOptions(pool: string, user: string): ConsoleOptions | undefined {

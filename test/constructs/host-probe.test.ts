@@ -3,7 +3,7 @@ import { writeFileSync, mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { ChildProcess } from "node:child_process";
-import { HOLDER_NAMESPACE } from "../../core";
+import { HOLDER_NAMESPACE, METADATA_NAMESPACE } from "../../core";
 import { TEST_URI, holdTestDriver, releaseTestDriver, requireLibvirtd, virsh } from "../support/libvirt";
 
 const PROBE = join(__dirname, "../../constructs/assets/host-probe.cjs");
@@ -67,6 +67,7 @@ describe("plan-time host probe against a real libvirtd", () => {
       max_member_index: "12",
       member_count: "2",
       held_above: "",
+      undetached: "",
     });
   });
 
@@ -100,6 +101,28 @@ describe("plan-time host probe against a real libvirtd", () => {
         max_member_index: "3",
         member_count: "1",
         held_above: "",
+        undetached: "",
+      });
+      // Listed as detached while it still carries the pool's metadata: named, so the plan fails.
+      virsh(
+        TEST_URI,
+        "metadata",
+        "--domain",
+        "ProbePool-012",
+        "--uri",
+        METADATA_NAMESPACE,
+        "--key",
+        "p",
+        "--set",
+        '<member pool="ProbePool-???"/>',
+        "--config",
+      );
+      expect(probe({ ...query, size: "5", detached: "ProbePool-012", member_uri: METADATA_NAMESPACE })).toMatchObject({
+        undetached: "ProbePool-012",
+      });
+      virsh(TEST_URI, "metadata", "--domain", "ProbePool-012", "--uri", METADATA_NAMESPACE, "--remove", "--config");
+      expect(probe({ ...query, size: "5", detached: "ProbePool-012", member_uri: METADATA_NAMESPACE })).toMatchObject({
+        undetached: "",
       });
     } finally {
       virsh(TEST_URI, "metadata", "--domain", "ProbePool-012", "--uri", HOLDER_NAMESPACE, "--remove", "--config");

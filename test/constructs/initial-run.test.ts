@@ -265,6 +265,38 @@ describe("initial-run rules", () => {
     }
   });
 
+  it("two stacks with same-named members each ship their own media", () => {
+    const outdir = mkdtempSync(join(tmpdir(), "vmpools-twostacks-"));
+    try {
+      const app = new App({ outdir });
+      for (const [id, zone] of [
+        ["staging", "Europe/Berlin"],
+        ["prod", "Asia/Tokyo"],
+      ] as const) {
+        new VmPool(
+          new TerraformStack(app, id),
+          "P",
+          validProps({ size: 1, initialRun: { cloudInit: { timeZone: zone } } }),
+        );
+      }
+      app.synth();
+      for (const [id, zone] of [
+        ["staging", "Europe/Berlin"],
+        ["prod", "Asia/Tokyo"],
+      ] as const) {
+        const json = JSON.parse(readFileSync(join(outdir, `stacks/${id}/cdk.tf.json`), "utf8")) as Json;
+        const vol = Object.values<Json>(json.resource.libvirt_volume).find(
+          (v) => v.name === "MyPool-001-cloud-init.iso",
+        )!;
+        const iso = join(outdir, `stacks/${id}`, vol.create.content.url.replace("${abspath(path.module)}/", ""));
+        const userData = execFileSync("isoinfo", ["-J", "-i", iso, "-x", "/user-data"], { encoding: "utf8" });
+        expect(userData).toContain(`timezone: ${zone}\n`);
+      }
+    } finally {
+      rmSync(outdir, { recursive: true, force: true });
+    }
+  });
+
   it("Linux members get a NoCloud image of our own with the typed cloud-config; clear-text passwords are refused", () => {
     const outdir = mkdtempSync(join(tmpdir(), "vmpools-nocloud-"));
     try {

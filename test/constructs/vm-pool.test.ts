@@ -1,5 +1,6 @@
 import { execFile } from "node:child_process";
 import { Testing, TerraformStack } from "cdktf";
+import { Construct } from "constructs";
 import { mkdtempSync, readdirSync, readFileSync, rmSync, statSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, relative } from "node:path";
@@ -145,6 +146,20 @@ describe("VmPool (cdktf)", () => {
     ]);
     // The probe does not count the detached VM (it keeps its name) as a member.
     expect(Object.values<Json>(json.data.external)[0]!.query.detached).toBe("MyPool-002");
+    // Detached and shrunk in one deploy: still forgotten, never destroyed.
+    const shrunk = synth(validProps({ size: 6, detached: ["MyPool-007"] })).json;
+    expect(shrunk.removed.map((r: Json) => r.from)).toEqual([
+      "libvirt_domain.MyPool_MyPool-007_domain",
+      "libvirt_volume.MyPool_MyPool-007_system",
+      "libvirt_volume.MyPool_MyPool-007_media",
+    ]);
+    expect(Object.keys(shrunk.resource.libvirt_domain)).toHaveLength(6);
+    // The probe refuses names that are still members (vmpools detach not run).
+    expect(Object.values<Json>(shrunk.data.external)[0]!.lifecycle.postcondition.at(-1)).toMatchObject({
+      condition: '${self.result.undetached == ""}',
+      error_message: expect.stringMatching(/still members .*run vmpools detach POOL VM/),
+    });
+    expect(() => synth(validProps({ detached: ["MyPool-000"] }))).toThrow(/detached\[0\] = "MyPool-000"/);
     expect(() => synth(validProps({ detached: ["Other-001"] }))).toThrow(
       /detached\[0\] = "Other-001": must be the name of a member of this pool, such as "MyPool-001"/,
     );
@@ -173,7 +188,9 @@ describe("VmPool (cdktf)", () => {
       detached: "",
       size: "7",
       holder_uri: "https://vmpools.dev/xmlns/holder/1",
+      member_uri: "https://vmpools.dev/xmlns/pool/1",
     });
+    const undetachedGuard = { condition: '${self.result.undetached == ""}', error_message: expect.any(String) };
     const heldGuard = {
       condition: '${self.result.held_above == ""}',
       error_message: expect.stringMatching(/that users hold \(\$\{self.result.held_above\}\).*vmpools return/),
@@ -184,11 +201,15 @@ describe("VmPool (cdktf)", () => {
         error_message: expect.stringMatching(/lowering size would destroy them.*allowShrink: true/),
       },
       heldGuard,
+      undetachedGuard,
     ]);
     expect(probe.program[1]).toMatch(/^\$\{path\.module\}\/assets\/vmpools-host-probe\/[0-9A-F]+\/host-probe\.cjs$/);
     const allowed = synth(validProps({ size: 7, allowShrink: true })).json;
     // allowShrink lets free members go, never held ones.
-    expect(Object.values<Json>(allowed.data.external)[0]!.lifecycle.postcondition).toEqual([heldGuard]);
+    expect(Object.values<Json>(allowed.data.external)[0]!.lifecycle.postcondition).toEqual([
+      heldGuard,
+      undetachedGuard,
+    ]);
   });
 
   it("every cluster host keeps its provider and shrink guard, also when no member under the new size lives there", () => {
@@ -257,6 +278,15 @@ describe("VmPool (cdktf)", () => {
     const { pool } = synth(validProps({ optimizedFor: "high-performance" }));
     const warnings = pool.node.metadata.filter((m) => /warn/i.test(m.type)).map((m) => String(m.data));
     expect(warnings.join()).toMatch(/not recommended for pools/);
+  });
+
+  it("refuses two pools whose Terraform names would collide (cdktf would merge them silently)", () => {
+    const app = Testing.app();
+    const stack = new TerraformStack(app, "t");
+    new VmPool(new Construct(stack, "eu"), "desk", validProps({ name: "A-?", size: 1 }));
+    expect(() => new VmPool(stack, "eu_desk", validProps({ name: "B-?", size: 1 }))).toThrow(
+      /t\/eu_desk\/policy-revision: its Terraform name "eu_desk_policy_revision" is already used by t\/eu\/desk\/policy-revision; give one of the pools .* another id/,
+    );
   });
 
   it("two pools on one host share its provider; one host name with two URIs is an error", () => {

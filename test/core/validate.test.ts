@@ -330,8 +330,13 @@ describe("pool validation", () => {
     rejects(validProps({ detached: ["MyPool-002", "MyPool-002"] }), "detached[1]", /listed twice/);
     const plan = planPool(validProps({ size: 3, detached: ["MyPool-002", "MyPool-009"] }));
     expect(plan.members.map((m) => m.name)).toEqual(["MyPool-001", "MyPool-003"]);
-    // Only detached members under the size have resources to forget.
-    expect(plan.detached.map((m) => m.name)).toEqual(["MyPool-002"]);
+    // Every detached member has resources to forget, also one above the size (shrunk since).
+    expect(plan.detached.map((m) => m.name)).toEqual(["MyPool-002", "MyPool-009"]);
+    rejects(
+      validProps({ template: { ...t, directKernelBoot: null as never } }),
+      "template.directKernelBoot",
+      /must be \{ kernelPath, initrdPath\?, cmdline\? \}/,
+    );
   });
 
   it("cloud-init is for Linux pools only", () => {

@@ -3,8 +3,8 @@
 // member domain or volume. Secrets of a Windows pool never appear in Terraform's output or state.
 import * as fs from "node:fs";
 import * as path from "node:path";
-import { SysprepConfig, secretFromEnv, type VmPoolProps } from "../../core";
-import { ensureLibvirt } from "../guest/guest";
+import { METADATA_NAMESPACE, SysprepConfig, secretFromEnv, type VmPoolProps } from "../../core";
+import { ensureLibvirt, virsh } from "../guest/guest";
 import { effective, TerraformProject } from "../support/terraform";
 import { makeSite, memberChanges, policyChanges, prefixOf, siteProps, stackWith, type Site } from "./support";
 
@@ -120,6 +120,23 @@ test("raising size only creates the new members; changed secrets touch no member
   } finally {
     process.env.VMPOOLS_TEST_ADMIN_PASSWORD = ADMIN_PASSWORD;
   }
+}, 120_000);
+
+test("detaching and shrinking in one deploy forgets the detached member, and only after vmpools detach", async () => {
+  const m2 = `${prefixOf(site.id)}L-2`;
+  project.synth(stackWith(linux({ size: 1, detached: [m2] }), windows()));
+  // Still a member (vmpools detach not run): the plan refuses to forget a VM the reconciler serves.
+  await expect(project.plan()).rejects.toThrow(/listed in detached that are\s+still members \(/);
+  // What vmpools detach does to the domain: its pool metadata goes.
+  virsh("metadata", "--domain", m2, "--uri", METADATA_NAMESPACE, "--remove", "--config");
+  const { changes } = await project.plan();
+  expect(memberChanges(changes)).toEqual(
+    [
+      `forget libvirt_domain.Pool1_${m2}_domain`,
+      `forget libvirt_volume.Pool1_${m2}_media`,
+      `forget libvirt_volume.Pool1_${m2}_system`,
+    ].sort(),
+  );
 }, 120_000);
 
 test("no secret appears in Terraform's output, plan JSON or state", async () => {

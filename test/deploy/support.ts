@@ -113,7 +113,7 @@ export const stackWith =
   };
 
 const MEMBER_TYPES = new Set(["libvirt_domain", "libvirt_volume"]);
-const isPolicyVolume = (c: ResourceChange) => c.type === "libvirt_volume" && /_policy_/.test(c.name);
+const isPolicyVolume = (c: ResourceChange) => c.type === "libvirt_volume" && /^[^.]*_policy_host_\w+$/.test(c.name);
 
 /**
  * Planned changes to existing member resources (domains, system and media volumes) other than

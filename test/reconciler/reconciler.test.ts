@@ -3,7 +3,7 @@
 // overlay volume whose allocation is WRITTEN_ALLOCATION (a fresh overlay's equals its capacity).
 import type { ChildProcess } from "node:child_process";
 import { performance } from "node:perf_hooks";
-import type { VmPlan, PoolPlan } from "../../core/plan";
+import { planPool, type VmPlan, type PoolPlan } from "../../core/plan";
 import type { VmPoolProps } from "../../core/spec";
 import { HOLDER_NAMESPACE, HOLDER_PREFIX, parseHolderXml, renderHolderXml } from "../../core/metadata";
 import { DomainEvents } from "../../reconciler/driver/events";
@@ -161,6 +161,53 @@ describe("take", () => {
     await again.idle();
     for (const m of [vm, other]) expect(await holderOf(m)).toBe(held.includes(m) ? "bob" : undefined);
     await again.stop();
+  });
+
+  it("follows the policy document, keeps it while the engines replace it, and after a restart", async () => {
+    const props = validProps({ name: uniquePoolName("Doc"), size: 3, prestarted: 1 });
+    const plan = await deployPool(driver, props);
+    plans.push(plan);
+    let documents = [planPool({ ...props, prestarted: 2, maxVmsPerUser: 3 }).policy.xml];
+    // The test hypervisor cannot download volumes: the documents come from the test instead.
+    const withDocuments = Object.create(driver, {
+      readPolicyDocuments: { value: async () => documents },
+    }) as VirshDriver;
+    const store = StateStore.open(":memory:");
+    const failures: Failure[] = [];
+    const surplus: string[] = [];
+    const make = () => {
+      const r = new Reconciler({
+        driver: withDocuments,
+        store,
+        retry: { maxAttempts: 3, baseDelayMs: 10 },
+        onlyPools: [plan.pool.name],
+      });
+      r.on("failure", (f) => failures.push(f));
+      r.on("activity", (a) => a.kind === "surplus-stopped" && surplus.push(a.vm));
+      return r;
+    };
+    const first = make();
+    await first.start();
+    await first.idle();
+    expect(first.status().pools[0]!.policy).toMatchObject({ prestarted: 2, maxVmsPerUser: 3 });
+    expect(first.status().pools[0]!.counts.prestarted).toBe(2);
+
+    // Mid-replacement the document is gone: the pool keeps it, never falls back to prestarted 1.
+    documents = [];
+    await first.resync();
+    await first.idle();
+    expect(first.status().pools[0]!.policy.prestarted).toBe(2);
+    await first.stop();
+    // A restart in that window too: the store remembers the document.
+    const second = make();
+    await second.start();
+    await second.idle();
+    expect(second.status().pools[0]!.policy).toMatchObject({ prestarted: 2, maxVmsPerUser: 3 });
+    expect(second.status().pools[0]!.counts.prestarted).toBe(2);
+    expect(surplus).toEqual([]);
+    await second.stop();
+    store.close();
+    expect(failures).toEqual([]);
   });
 
   it("starts a stopped member when none is prestarted", async () => {
