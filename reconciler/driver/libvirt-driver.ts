@@ -278,11 +278,9 @@ export class VirshDriver implements LibvirtDriver {
           .map((name) => ({ pool, name }));
       }),
     );
-    this.tempDir ??= mkdtemp(join(tmpdir(), "vmpools-virsh-"));
-    const dir = await this.tempDir;
     const docs = await Promise.all(
       volumes.flat().map(async ({ pool, name }) => {
-        const file = join(dir, `${randomUUID()}.xml`);
+        const file = await this.tempPath();
         try {
           await this.session.run(["vol-download", "--pool", pool, "--vol", name, "--file", file]);
           return await readFile(file, "utf8");
@@ -378,9 +376,14 @@ export class VirshDriver implements LibvirtDriver {
     }
   }
 
-  private async withTempFile<T>(content: string, use: (file: string) => Promise<T>): Promise<T> {
+  /** A fresh file name in this driver's private temp folder (the caller removes the file). */
+  private async tempPath(): Promise<string> {
     this.tempDir ??= mkdtemp(join(tmpdir(), "vmpools-virsh-"));
-    const file = join(await this.tempDir, `${randomUUID()}.xml`);
+    return join(await this.tempDir, `${randomUUID()}.xml`);
+  }
+
+  private async withTempFile<T>(content: string, use: (file: string) => Promise<T>): Promise<T> {
+    const file = await this.tempPath();
     await writeFile(file, content, { mode: 0o600 });
     try {
       return await use(file);

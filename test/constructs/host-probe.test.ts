@@ -13,6 +13,12 @@ function probe(query: Record<string, string>): Record<string, string> {
   return JSON.parse(execFileSync("node", [PROBE], { input: JSON.stringify(query), encoding: "utf8", stdio: "pipe" }));
 }
 
+/** Sets (or, without xml, removes) a metadata element of a test-driver domain's config. */
+function metadata(domain: string, ns: string, xml?: string): void {
+  const change = xml === undefined ? ["--remove"] : ["--key", "k", "--set", xml];
+  virsh(TEST_URI, "metadata", "--domain", domain, "--uri", ns, ...change, "--config");
+}
+
 describe("plan-time host probe against a real libvirtd", () => {
   let holder: ChildProcess;
   const dir = mkdtempSync(join(tmpdir(), "vmpools-probe-"));
@@ -72,19 +78,7 @@ describe("plan-time host probe against a real libvirtd", () => {
   });
 
   it("reports held members above the size (the reconciler's holder mark) and skips detached ones", () => {
-    virsh(
-      TEST_URI,
-      "metadata",
-      "--domain",
-      "ProbePool-012",
-      "--uri",
-      HOLDER_NAMESPACE,
-      "--key",
-      "h",
-      "--set",
-      '<holder user="alice"/>',
-      "--config",
-    );
+    metadata("ProbePool-012", HOLDER_NAMESPACE, '<holder user="alice"/>');
     try {
       const query = {
         uri: TEST_URI,
@@ -104,28 +98,16 @@ describe("plan-time host probe against a real libvirtd", () => {
         undetached: "",
       });
       // Listed as detached while it still carries the pool's metadata: named, so the plan fails.
-      virsh(
-        TEST_URI,
-        "metadata",
-        "--domain",
-        "ProbePool-012",
-        "--uri",
-        METADATA_NAMESPACE,
-        "--key",
-        "p",
-        "--set",
-        '<member pool="ProbePool-???"/>',
-        "--config",
-      );
+      metadata("ProbePool-012", METADATA_NAMESPACE, '<member pool="ProbePool-???"/>');
       expect(probe({ ...query, size: "5", detached: "ProbePool-012", member_uri: METADATA_NAMESPACE })).toMatchObject({
         undetached: "ProbePool-012",
       });
-      virsh(TEST_URI, "metadata", "--domain", "ProbePool-012", "--uri", METADATA_NAMESPACE, "--remove", "--config");
+      metadata("ProbePool-012", METADATA_NAMESPACE);
       expect(probe({ ...query, size: "5", detached: "ProbePool-012", member_uri: METADATA_NAMESPACE })).toMatchObject({
         undetached: "",
       });
     } finally {
-      virsh(TEST_URI, "metadata", "--domain", "ProbePool-012", "--uri", HOLDER_NAMESPACE, "--remove", "--config");
+      metadata("ProbePool-012", HOLDER_NAMESPACE);
     }
   });
 

@@ -5,7 +5,7 @@
 // running members. Fails, never skips, without libvirtd, qemu or Terraform.
 import * as fs from "node:fs";
 import * as path from "node:path";
-import { parsePolicyDocument, type VmPoolProps } from "../../core";
+import { parsePolicyDocument, policyVolumeName, type VmPoolProps } from "../../core";
 import { DomainEvents } from "../../reconciler/driver/events";
 import { VirshDriver } from "../../reconciler/driver/libvirt-driver";
 import { UserLimitError } from "../../reconciler/errors";
@@ -88,15 +88,7 @@ async function deploy(p: VmPoolProps): Promise<ReturnType<TerraformProject["plan
 
 const policyVolumeXml = () => {
   const file = path.join(site.dir, "policy.xml");
-  virsh(
-    "vol-download",
-    "--pool",
-    site.storagePool,
-    "--vol",
-    `${POOL.replace(/\?/g, "#")}.vmpools-policy.xml`,
-    "--file",
-    file,
-  );
+  virsh("vol-download", "--pool", site.storagePool, "--vol", policyVolumeName(POOL), "--file", file);
   return fs.readFileSync(file, "utf8");
 };
 
@@ -354,7 +346,7 @@ test("delete protection makes destroy fail on every member resource; destroying 
   const volumes = virsh("vol-list", site.storagePool);
   expect(volumes).not.toContain(`${member(1)}.qcow2`);
   expect(volumes).not.toContain(`${member(1)}-cloud-init.iso`);
-  expect(volumes).not.toContain(`${prefixOf(site.id)}-#.vmpools-policy.xml`);
+  expect(volumes).not.toContain(policyVolumeName(POOL));
   expect(volumes).toContain(`${member(2)}.qcow2`);
   const { stdout } = await project.run(["state", "list"]);
   expect(stdout.trim()).toBe("");

@@ -3,6 +3,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { planPool, secretFromEnv, secretFromFile, SysprepConfig } from "../../core";
 import { validProps } from "../support/fixtures";
+import { OVIRT_TEMPLATE } from "../support/ovirt-answer-file";
 
 const dir = mkdtempSync(join(tmpdir(), "vmpools-secrets-"));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
@@ -54,36 +55,8 @@ describe("secretFromFile", () => {
 });
 
 describe("SysprepConfig.fromOvirtAnswerFile", () => {
-  const template = `<?xml version="1.0" encoding="utf-8"?>
-<unattend xmlns="urn:schemas-microsoft-com:unattend">
-  <settings pass="specialize">
-    <component name="Microsoft-Windows-Shell-Setup">
-      <ComputerName>$ComputerName$</ComputerName>
-      <ProductKey>
-        <Key><![CDATA[$ProductKey$]]></Key>
-      </ProductKey>
-      <TimeZone>$TimeZone$</TimeZone>
-    </component>
-    <component name="Microsoft-Windows-UnattendedJoin">
-      <Identification>
-        <Credentials>
-          <Domain>$JoinDomain$</Domain>
-          <Password>$DomainAdminPassword$</Password>
-          <Username>$DomainAdmin$</Username>
-        </Credentials>
-      </Identification>
-    </component>
-  </settings>
-  <settings pass="oobeSystem">
-    <component name="Microsoft-Windows-Shell-Setup">
-      <UserAccounts><AdministratorPassword><Value><![CDATA[$AdminPassword$]]></Value></AdministratorPassword></UserAccounts>
-    </component>
-  </settings>
-</unattend>
-`;
-
   it("fills the oVirt placeholders per member from props and secrets", () => {
-    const path = secretFile("sysprep.ovirt", template, 0o600);
+    const path = secretFile("sysprep.ovirt", OVIRT_TEMPLATE, 0o600);
     const adminPassword = secretFromFile(secretFile("admin", "Adm]]>in<&pw\n", 0o600));
     const sysprep = SysprepConfig.fromOvirtAnswerFile(path, {
       domain: { name: "addomain.local", user: "Sarah_Smith", password: "12345678" },
@@ -104,8 +77,8 @@ describe("SysprepConfig.fromOvirtAnswerFile", () => {
     // CDATA keeps the password literal even with "]]>" in it.
     expect(xml).toContain("<![CDATA[Adm]]]]><![CDATA[>in<&pw]]>");
     // No product key given: the <ProductKey> block is removed, the template's key stays in effect.
-    expect(xml).not.toContain("ProductKey");
-    expect(xml).not.toMatch(/\$[A-Za-z]+\$/);
+    expect(xml.replace(/<!--[\s\S]*?-->/g, "")).not.toContain("ProductKey");
+    expect(xml.replace(/<!--[\s\S]*?-->/g, "")).not.toMatch(/\$[A-Za-z]+\$/);
   });
 
   it("fails where it is written when the file is missing", () => {
