@@ -1,3 +1,3 @@
 // The package's public API: the engine-neutral model and the cdktf constructs.
 export * from "./core";
-export * from "./constructs";
+export * from "./engines/cdktf";

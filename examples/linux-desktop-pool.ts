@@ -1,6 +1,6 @@
 import { TerraformStack } from "cdktf";
 import type { Construct } from "constructs";
-import { VmPool } from "../constructs";
+import { VmPool } from "../engines/cdktf";
 import type { VmPoolProps } from "../core";
 
 /** The example pool: also what the main command deploys on libvirt's test hypervisor. */

@@ -1,6 +1,6 @@
 import { TerraformStack } from "cdktf";
 import type { Construct } from "constructs";
-import { VmPool } from "../constructs";
+import { VmPool } from "../engines/cdktf";
 import { SysprepConfig } from "../core";
 
 /**

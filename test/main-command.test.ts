@@ -1,7 +1,8 @@
 import { execFileSync } from "node:child_process";
-import { existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { existsSync, mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { readStackDir } from "../engines/cdktf";
 
 const ROOT = join(__dirname, "..");
 
@@ -47,8 +48,9 @@ describe("README commands", () => {
         stdio: "pipe",
         env: { ...process.env, CHECKPOINT_DISABLE: "1" },
       });
-      const json = JSON.parse(readFileSync(join(out, "stacks/linux-desktop-pool/cdk.tf.json"), "utf8"));
-      expect(Object.keys(json.resource.libvirt_domain)).toHaveLength(10);
+      const json = readStackDir(join(out, "stacks/linux-desktop-pool")) as { resource: Record<string, object> };
+      expect(json.resource.libvirt_domain).toBeDefined();
+      expect(Object.keys(json.resource.libvirt_domain!)).toHaveLength(10);
     } finally {
       rmSync(out, { recursive: true, force: true });
     }

@@ -78,7 +78,7 @@ test("cdktf deploy, then cdktf diff shows a reviewer only the policy volume's re
   const diff = await cdktf(["diff", "pool", "--skip-provider-lock"], [linux({ prestarted: 1, description: "edited" })]);
   expect(diff.code).toBe(0);
   expect(diff.output).toMatch(
-    /libvirt_volume\.Pool1_policy_host_localhost \(Pool1\/policy-localhost\) will be replaced due to changes in\s+replace_triggered_by/,
+    /libvirt_volume\.Pool1_policy_host_localhost will be replaced due to changes in\s+replace_triggered_by/,
   );
   expect(diff.output).toContain("Plan: 1 to add, 1 to change, 1 to destroy.");
   // No change is shown for any member resource ("# <address> …" heads each change).

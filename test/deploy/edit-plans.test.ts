@@ -145,7 +145,13 @@ test("no secret appears in Terraform's output, plan JSON or state", async () => 
   await project.run(["show", "-no-color"]);
   await project.run(["show", "-json"]);
   const state = fs.readFileSync(path.join(project.dir, "terraform.tfstate"), "utf8");
-  const json = fs.readFileSync(path.join(project.stackDir, "cdk.tf.json"), "utf8");
+  // Every Terraform file of the stack (cdk.tf.json and the pools' own files).
+  const json = fs
+    .readdirSync(project.stackDir)
+    .filter((f) => f.endsWith(".tf.json"))
+    .map((f) => fs.readFileSync(path.join(project.stackDir, f), "utf8"))
+    .join("\n");
+  expect(json).toContain("W-1-sysprep.iso");
   // The Windows pool really is in there, with its media.
   expect(state).toContain(`${prefixOf(site.id)}W-1-sysprep.iso`);
   // The console lock (an expired random password) is marked sensitive, so plans never print it.

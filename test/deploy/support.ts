@@ -5,7 +5,7 @@ import { randomBytes } from "node:crypto";
 import * as fs from "node:fs";
 import * as path from "node:path";
 import { TerraformStack, type App } from "cdktf";
-import { VmPool } from "../../constructs";
+import { VmPool } from "../../engines/cdktf";
 import type { VmPoolProps } from "../../core";
 import type { ResourceChange } from "../support/terraform";
 import { LIBVIRT_URI, virsh } from "../guest/guest";

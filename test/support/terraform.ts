@@ -4,8 +4,9 @@
 // asynchronously, so a reconciler in the same process keeps working while Terraform applies.
 import { App, LocalBackend, type TerraformStack } from "cdktf";
 import { execFile, execFileSync } from "node:child_process";
-import { mkdirSync, readFileSync } from "node:fs";
+import { mkdirSync } from "node:fs";
 import { join } from "node:path";
+import { readStackDir } from "../../engines/cdktf";
 
 const ROOT = join(__dirname, "../..");
 
@@ -64,7 +65,7 @@ export class TerraformProject {
     const stack = build(app, this.stackName);
     new LocalBackend(stack, { path: join(this.dir, "terraform.tfstate") });
     app.synth();
-    return JSON.parse(readFileSync(join(this.stackDir, "cdk.tf.json"), "utf8")) as Record<string, unknown>;
+    return readStackDir(this.stackDir) as Record<string, unknown>;
   }
 
   run(args: readonly string[], opts: { readonly allowFailure?: boolean } = {}): Promise<RunResult> {

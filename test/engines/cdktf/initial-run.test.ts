@@ -3,10 +3,10 @@ import { execFileSync } from "node:child_process";
 import { mkdtempSync, readdirSync, readFileSync, rmSync, statSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, relative } from "node:path";
-import { VmPool } from "../../constructs";
-import { PoolSpecError, SysprepConfig, type VmPoolProps } from "../../core";
-import { WindowsServerPoolStack } from "../../examples/windows-server-pool";
-import { validProps } from "../support/fixtures";
+import { VmPool, readStackDir, synthStack } from "../../../engines/cdktf";
+import { PoolSpecError, SysprepConfig, type VmPoolProps } from "../../../core";
+import { WindowsServerPoolStack } from "../../../examples/windows-server-pool";
+import { validProps } from "../../support/fixtures";
 
 type Json = Record<string, any>; // eslint-disable-line @typescript-eslint/no-explicit-any
 
@@ -69,7 +69,7 @@ describe("Windows pool media (the example, synthesized for real)", () => {
       app.synth();
     });
     stackDir = join(outdir, "stacks/windows-server-pool");
-    json = JSON.parse(readFileSync(join(stackDir, "cdk.tf.json"), "utf8"));
+    json = readStackDir(stackDir);
   });
   afterAll(() => rmSync(outdir, { recursive: true, force: true }));
 
@@ -130,7 +130,7 @@ describe("Windows pool media (the example, synthesized for real)", () => {
       } finally {
         process.env = saved;
       }
-      const json2 = JSON.parse(readFileSync(join(other, "stacks/windows-server-pool/cdk.tf.json"), "utf8")) as Json;
+      const json2 = readStackDir(join(other, "stacks/windows-server-pool")) as Json;
       expect(urls(json2)).toEqual(urls(json));
       expect(
         readFileSync(isoOf("WinSrv-05")).equals(
@@ -173,7 +173,7 @@ describe("initial-run rules", () => {
   const synth = (props: VmPoolProps) => {
     const stack = new TerraformStack(Testing.app(), "t");
     new VmPool(stack, "P", props);
-    return JSON.parse(Testing.synth(stack)) as Json;
+    return JSON.parse(synthStack(stack)) as Json;
   };
 
   it("Windows pools need a SysprepConfig; Linux pools cannot have one", () => {
@@ -250,7 +250,7 @@ describe("initial-run rules", () => {
         }),
       );
       app.synth();
-      const json = JSON.parse(readFileSync(join(outdir, "stacks/f/cdk.tf.json"), "utf8")) as Json;
+      const json = readStackDir(join(outdir, "stacks/f")) as Json;
       const d = Object.values<Json>(json.resource.libvirt_domain).find((x) => x.name === "Win-02")!;
       expect(d.devices.disks[1]).toMatchObject({ device: "floppy", target: { dev: "fda", bus: "fdc" } });
       const vol = Object.values<Json>(json.resource.libvirt_volume).find((v) => v.name === "Win-02-sysprep.img")!;
@@ -284,7 +284,7 @@ describe("initial-run rules", () => {
         ["staging", "Europe/Berlin"],
         ["prod", "Asia/Tokyo"],
       ] as const) {
-        const json = JSON.parse(readFileSync(join(outdir, `stacks/${id}/cdk.tf.json`), "utf8")) as Json;
+        const json = readStackDir(join(outdir, `stacks/${id}`)) as Json;
         const vol = Object.values<Json>(json.resource.libvirt_volume).find(
           (v) => v.name === "MyPool-001-cloud-init.iso",
         )!;
@@ -307,7 +307,7 @@ describe("initial-run rules", () => {
       });
       new VmPool(stack, "P", props);
       app.synth();
-      const json = JSON.parse(readFileSync(join(outdir, "stacks/l/cdk.tf.json"), "utf8")) as Json;
+      const json = readStackDir(join(outdir, "stacks/l")) as Json;
       expect(json.resource.libvirt_cloudinit_disk).toBeUndefined();
       const vol = Object.values<Json>(json.resource.libvirt_volume).find(
         (v) => v.name === "MyPool-004-cloud-init.iso",

@@ -1,9 +1,9 @@
 import { TerraformAsset, AssetType, TerraformStack } from "cdktf";
 import type { Construct } from "constructs";
 import { join } from "node:path";
-import { LibvirtProvider } from "../providers/gen/providers/libvirt/provider";
-import { ExternalProvider } from "../providers/gen/providers/external/provider";
-import type { HostRef } from "../core";
+import { LibvirtProvider } from "../../providers/gen/providers/libvirt/provider";
+import { ExternalProvider } from "../../providers/gen/providers/external/provider";
+import type { HostRef } from "../../core";
 
 /** Terraform provider alias for a host; host names are already `[A-Za-z0-9._-]`. */
 export function providerAlias(host: HostRef): string {

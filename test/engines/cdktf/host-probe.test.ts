@@ -3,10 +3,10 @@ import { writeFileSync, mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { ChildProcess } from "node:child_process";
-import { HOLDER_NAMESPACE, METADATA_NAMESPACE } from "../../core";
-import { TEST_URI, holdTestDriver, releaseTestDriver, requireLibvirtd, virsh } from "../support/libvirt";
+import { HOLDER_NAMESPACE, METADATA_NAMESPACE } from "../../../core";
+import { TEST_URI, holdTestDriver, releaseTestDriver, requireLibvirtd, virsh } from "../../support/libvirt";
 
-const PROBE = join(__dirname, "../../constructs/assets/host-probe.cjs");
+const PROBE = join(__dirname, "../../../engines/cdktf/assets/host-probe.cjs");
 const suffix = `${process.pid}`;
 
 function probe(query: Record<string, string>): Record<string, string> {
