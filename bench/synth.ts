@@ -1,45 +1,94 @@
-// Synth benchmark (issue #2: 1000 members < 10 s, within 1.5x of a plain cdktf loop, linear cost;
-// issue #3: sysprep media for 1000 Windows members < 2 s extra).
-// Each measurement runs in a fresh process so peak memory is its own. `npm run bench`.
+// Synth on the user's path (issue #8): a fresh project that installed the packed tarball,
+// `cdktf synth` through the cdktf CLI with the app command `vmpools init` writes, against the
+// `for_each` baseline (bench/apps/foreach.ts) in the same run. Per cell: CLI wall time and the
+// app's own construct + app.synth() time (module load excluded), min / median of BENCH_REPEATS.
+// `npm run bench` (or `npx ts-node --transpile-only bench/synth.ts`).
 import { execFileSync } from "node:child_process";
-import { cpus, totalmem } from "node:os";
+import { copyFileSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { cpus, tmpdir, totalmem } from "node:os";
 import { join } from "node:path";
-
-interface Sample {
-  variant: string;
-  size: number;
-  synthMs: number;
-  maxRssMiB: number;
-}
+import { CDKTF_CLI, installOffline, packVmpools } from "../test/support/npm-project";
 
 const sizes = (process.env.BENCH_SIZES ?? "10,100,1000").split(",").map(Number);
-const repeats = Number(process.env.BENCH_REPEATS ?? 3);
+const repeats = Number(process.env.BENCH_REPEATS ?? 5);
+const variants = ["foreach", "vmpool", "windows"] as const;
+type Variant = (typeof variants)[number];
 
-function measure(variant: string, size: number): Sample {
-  const runs: Sample[] = [];
-  for (let r = 0; r < repeats; r++) {
-    // Compiled JS (scripts/bench.sh builds it), as a deployed app runs: under ts-node every
-    // captured stack trace is also source-mapped, which costs the plain loop ~3x more.
-    const out = execFileSync("node", [join(__dirname, "synth-one.js"), variant, String(size)], { encoding: "utf8" });
-    runs.push(JSON.parse(out.trim().split("\n").pop()!));
-  }
-  runs.sort((a, b) => a.synthMs - b.synthMs);
-  return runs[Math.floor(runs.length / 2)]!; // median
+interface Cell {
+  readonly cliMs: number[];
+  readonly synthMs: number[];
 }
+
+const work = mkdtempSync(join(tmpdir(), "vmpools-bench-synth-"));
+const project = join(work, "bench-app");
+mkdirSync(project);
+writeFileSync(join(project, "package.json"), JSON.stringify({ name: "bench-app", version: "1.0.0", private: true }));
+const tarball = packVmpools(join(work, "pack"));
+installOffline(project, tarball);
+execFileSync(join(project, "node_modules/.bin/vmpools"), ["init"], { cwd: project, stdio: "ignore" });
+installOffline(project, tarball);
+for (const f of readdirSync(join(__dirname, "apps"))) copyFileSync(join(__dirname, "apps", f), join(project, f));
+// The apps are what users would write: they must type-check against the installed package.
+writeFileSync(
+  join(project, "tsconfig.json"),
+  JSON.stringify({
+    ...JSON.parse(readFileSync(join(project, "tsconfig.json"), "utf8")),
+    include: [...variants.map((v) => `${v}.ts`), "timing.ts"],
+  }),
+);
+execFileSync("npx", ["--no-install", "tsc", "--noEmit", "-p", "."], { cwd: project, stdio: "inherit" });
+const app = JSON.parse(readFileSync(join(project, "cdktf.json"), "utf8")).app as string;
+
+function once(variant: Variant, size: number): { cliMs: number; synthMs: number } {
+  const timing = join(work, "timing.json");
+  rmSync(timing, { force: true });
+  const started = performance.now();
+  execFileSync(CDKTF_CLI, ["synth", "--app", app.replace("main.ts", `${variant}.ts`)], {
+    cwd: project,
+    env: { ...process.env, CHECKPOINT_DISABLE: "1", BENCH_SIZE: String(size), BENCH_TIMING: timing },
+    stdio: "ignore",
+  });
+  const cliMs = performance.now() - started;
+  return { cliMs, synthMs: JSON.parse(readFileSync(timing, "utf8")).synthMs };
+}
+
+const min = (xs: number[]) => Math.min(...xs);
+const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
+const s = (ms: number) => (ms / 1000).toFixed(2);
 
 console.log(
   `machine: ${cpus().length} x ${cpus()[0]?.model}, ${Math.round(totalmem() / 2 ** 30)} GiB, node ${process.version}`,
 );
-console.log(`median of ${repeats} runs per cell; synth = construct + app.synth() to disk, excluding module load`);
+console.log(`app command: ${app} (cdktf CLI ${execFileSync(CDKTF_CLI, ["--version"], { encoding: "utf8" }).trim()})`);
+console.log(`${repeats} runs per cell, interleaved; min / median in seconds`);
+console.log("");
 console.log(
-  "| members | VmPool synth | plain loop synth | ratio | VmPool peak RSS | plain peak RSS | VmPool ms/member | Windows pool synth | media extra |",
+  "| members | variant | `cdktf synth` (CLI) | in-process synth | CLI vs for_each (median) | in-process vs for_each (median) |",
 );
-console.log("|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+console.log("|---:|---|---:|---:|---:|---:|");
 for (const size of sizes) {
-  const pool = measure("vmpool", size);
-  const plain = measure("plain", size);
-  const windows = measure("windows", size);
+  const cells = Object.fromEntries(variants.map((v) => [v, { cliMs: [], synthMs: [] } as Cell])) as Record<
+    Variant,
+    Cell
+  >;
+  for (let r = 0; r < repeats; r++) {
+    for (const v of variants) {
+      const { cliMs, synthMs } = once(v, size);
+      cells[v].cliMs.push(cliMs);
+      cells[v].synthMs.push(synthMs);
+    }
+  }
+  const base = cells.foreach;
+  for (const v of variants) {
+    const c = cells[v];
+    console.log(
+      `| ${size} | ${v} | ${s(min(c.cliMs))} / ${s(median(c.cliMs))} | ${s(min(c.synthMs))} / ${s(median(c.synthMs))} | ` +
+        `${(median(c.cliMs) / median(base.cliMs)).toFixed(2)}x | ${(median(c.synthMs) / median(base.synthMs)).toFixed(2)}x |`,
+    );
+  }
   console.log(
-    `| ${size} | ${pool.synthMs} ms | ${plain.synthMs} ms | ${(pool.synthMs / plain.synthMs).toFixed(2)}x | ${pool.maxRssMiB} MiB | ${plain.maxRssMiB} MiB | ${(pool.synthMs / size).toFixed(2)} | ${windows.synthMs} ms | ${windows.synthMs - pool.synthMs} ms |`,
+    `| ${size} | sysprep media extra (windows − vmpool, median) | ${s(median(cells.windows.cliMs) - median(cells.vmpool.cliMs))} | ` +
+      `${s(median(cells.windows.synthMs) - median(cells.vmpool.synthMs))} | | |`,
   );
 }
+rmSync(work, { recursive: true, force: true });

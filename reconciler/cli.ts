@@ -10,6 +10,7 @@ import { parseConsoleOption } from "./console";
 import { hostname } from "node:os";
 
 const USAGE = `usage:
+  vmpools init [DIR] [--force]            write a cdktf app with one pool (main.ts, cdktf.json, ...)
   vmpools serve [--uri qemu:///system] [--db /var/lib/vmpools/state.db] [--listen 127.0.0.1:8480]
                 [--tokens /etc/vmpools/tokens.json] [--console-host HOST] [--resync-seconds 30]
   vmpools token USER [--admin]            print a new token and its tokens-file entry
@@ -143,6 +144,20 @@ export async function main(argv: readonly string[]): Promise<number> {
   const [command, ...rest] = argv;
   try {
     switch (command) {
+      case "init": {
+        const p = parseArgs(rest, ["force"]);
+        const unknown = [...p.flags.keys()].filter((f) => f !== "force");
+        if (unknown.length > 0) throw new UsageError(`init: unknown option --${unknown[0]} (init takes --force)`);
+        if (p.positional.length > 1) throw new UsageError(`init takes at most one DIR, got ${p.positional.join(" ")}`);
+        // Loaded here: the other commands need none of it.
+        const { initProject } = await import("../engines/cdktf/init");
+        const r = initProject(p.positional[0] ?? ".", { force: p.flags.has("force") });
+        console.log(`vmpools: wrote ${r.written.join(", ")} in ${r.dir}`);
+        console.log(
+          "next: npm install, then npx cdktf synth (needs the cdktf CLI 0.21: npm install -g cdktf-cli@0.21)",
+        );
+        return 0;
+      }
       case "serve":
         await serve(parseArgs(rest));
         return 0;

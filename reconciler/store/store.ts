@@ -186,6 +186,27 @@ const DETACHED = "cancelled: VM detached from its pool";
  * read-then-write runs in an IMMEDIATE transaction, so several connections or processes on the
  * same file serialize on SQLite's write lock instead of racing.
  */
+/**
+ * Opens the SQLite file. better-sqlite3 is a native module built at install time, and npm
+ * (from 11.19) skips dependencies' install scripts unless the project allows them: say so.
+ */
+function openDatabase(path: string): Database.Database {
+  try {
+    // timeout = busy_timeout: a connection waits this long for another one's write lock before SQLITE_BUSY.
+    return new Database(path, { timeout: 10_000 });
+  } catch (e) {
+    if (/Could not locate the bindings file|better_sqlite3\.node/.test((e as Error).message)) {
+      throw new Error(
+        "the state store needs better-sqlite3's native module, which was not built when vmpools was installed " +
+          "(npm skips install scripts it was not allowed to run): run `npm install-scripts approve better-sqlite3 && " +
+          "npm rebuild better-sqlite3` in the project that installed vmpools",
+        { cause: e },
+      );
+    }
+    throw e;
+  }
+}
+
 export class StateStore {
   private readonly q: ReturnType<typeof statements>;
 
@@ -195,8 +216,7 @@ export class StateStore {
 
   /** Opens (creating if needed) and migrates the store; throws SchemaTooNewError for a newer file. */
   static open(path: string): StateStore {
-    // timeout = busy_timeout: a connection waits this long for another one's write lock before SQLITE_BUSY.
-    const db = new Database(path, { timeout: 10_000 });
+    const db = openDatabase(path);
     try {
       // WAL: readers never block the writer, and a commit survives kill -9 of the process.
       db.pragma("journal_mode = WAL");
