@@ -1,17 +1,19 @@
 // Synth on the user's path (issue #8): a fresh project that installed the packed tarball,
-// `cdktf synth` through the cdktf CLI with the app command `vmpools init` writes, against the
+// `npx cdktf synth` through the app's cdktf CLI with the app command `vmpools init` writes, against the
 // `for_each` baseline (bench/apps/foreach.ts) in the same run. Per cell: CLI wall time and the
-// app's own construct + app.synth() time (module load excluded), min / median of BENCH_REPEATS.
+// app's own construct + app.synth() time (module load excluded), min / median of BENCH_REPEATS,
+// for a first synth (empty output folder) and a re-synth (the folder of the previous run).
 // `npm run bench` (or `npx ts-node --transpile-only bench/synth.ts`).
 import { execFileSync } from "node:child_process";
 import { copyFileSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { cpus, tmpdir, totalmem } from "node:os";
 import { join } from "node:path";
-import { CDKTF_CLI, installOffline, packVmpools } from "../test/support/npm-project";
+import { installOffline, packVmpools } from "../test/support/npm-project";
 
 const sizes = (process.env.BENCH_SIZES ?? "10,100,1000").split(",").map(Number);
 const repeats = Number(process.env.BENCH_REPEATS ?? 5);
-const variants = ["foreach", "vmpool", "windows"] as const;
+// empty: a stack with nothing in it, the cost of the CLI and of loading cdktf alone.
+const variants = ["empty", "foreach", "vmpool", "windows"] as const;
 type Variant = (typeof variants)[number];
 
 interface Cell {
@@ -39,15 +41,22 @@ writeFileSync(
 execFileSync("npx", ["--no-install", "tsc", "--noEmit", "-p", "."], { cwd: project, stdio: "inherit" });
 const app = JSON.parse(readFileSync(join(project, "cdktf.json"), "utf8")).app as string;
 
-function once(variant: Variant, size: number): { cliMs: number; synthMs: number } {
+function once(variant: Variant, size: number, first: boolean): { cliMs: number; synthMs: number } {
   const timing = join(work, "timing.json");
   rmSync(timing, { force: true });
+  // One output folder per variant, so a re-synth finds its own previous output.
+  const output = join(project, `cdktf.out-${variant}`);
+  if (first) rmSync(output, { recursive: true, force: true });
   const started = performance.now();
-  execFileSync(CDKTF_CLI, ["synth", "--app", app.replace("main.ts", `${variant}.ts`)], {
-    cwd: project,
-    env: { ...process.env, CHECKPOINT_DISABLE: "1", BENCH_SIZE: String(size), BENCH_TIMING: timing },
-    stdio: "ignore",
-  });
+  execFileSync(
+    "npx",
+    ["--offline", "cdktf", "synth", "--app", app.replace("main.ts", `${variant}.ts`), "--output", output],
+    {
+      cwd: project,
+      env: { ...process.env, CHECKPOINT_DISABLE: "1", BENCH_SIZE: String(size), BENCH_TIMING: timing },
+      stdio: "ignore",
+    },
+  );
   const cliMs = performance.now() - started;
   return { cliMs, synthMs: JSON.parse(readFileSync(timing, "utf8")).synthMs };
 }
@@ -59,36 +68,45 @@ const s = (ms: number) => (ms / 1000).toFixed(2);
 console.log(
   `machine: ${cpus().length} x ${cpus()[0]?.model}, ${Math.round(totalmem() / 2 ** 30)} GiB, node ${process.version}`,
 );
-console.log(`app command: ${app} (cdktf CLI ${execFileSync(CDKTF_CLI, ["--version"], { encoding: "utf8" }).trim()})`);
-console.log(`${repeats} runs per cell, interleaved; min / median in seconds`);
+const cliVersion = execFileSync("npx", ["--offline", "cdktf", "--version"], {
+  cwd: project,
+  encoding: "utf8",
+  stdio: ["ignore", "pipe", "ignore"],
+});
+console.log(`app command: ${app} (cdktf CLI ${cliVersion.trim()})`);
+console.log(`${repeats} runs per cell, variants interleaved; min / median in seconds`);
 console.log("");
 console.log(
-  "| members | variant | `cdktf synth` (CLI) | in-process synth | CLI vs for_each (median) | in-process vs for_each (median) |",
+  "| members | synth | variant | `cdktf synth` (CLI) | in-process synth | CLI vs for_each (median) | in-process vs for_each (median) |",
 );
-console.log("|---:|---|---:|---:|---:|---:|");
+console.log("|---:|---|---|---:|---:|---:|---:|");
 for (const size of sizes) {
-  const cells = Object.fromEntries(variants.map((v) => [v, { cliMs: [], synthMs: [] } as Cell])) as Record<
-    Variant,
-    Cell
-  >;
-  for (let r = 0; r < repeats; r++) {
-    for (const v of variants) {
-      const { cliMs, synthMs } = once(v, size);
-      cells[v].cliMs.push(cliMs);
-      cells[v].synthMs.push(synthMs);
+  for (const first of [true, false]) {
+    const cells = Object.fromEntries(variants.map((v) => [v, { cliMs: [], synthMs: [] } as Cell])) as Record<
+      Variant,
+      Cell
+    >;
+    if (!first) for (const v of variants) once(v, size, true); // the folder a re-synth finds
+    for (let r = 0; r < repeats; r++) {
+      for (const v of variants) {
+        const { cliMs, synthMs } = once(v, size, first);
+        cells[v].cliMs.push(cliMs);
+        cells[v].synthMs.push(synthMs);
+      }
     }
-  }
-  const base = cells.foreach;
-  for (const v of variants) {
-    const c = cells[v];
+    const base = cells.foreach;
+    const kind = first ? "first" : "re-synth";
+    for (const v of variants) {
+      const c = cells[v];
+      console.log(
+        `| ${size} | ${kind} | ${v} | ${s(min(c.cliMs))} / ${s(median(c.cliMs))} | ${s(min(c.synthMs))} / ${s(median(c.synthMs))} | ` +
+          `${(median(c.cliMs) / median(base.cliMs)).toFixed(2)}x | ${(median(c.synthMs) / median(base.synthMs)).toFixed(2)}x |`,
+      );
+    }
     console.log(
-      `| ${size} | ${v} | ${s(min(c.cliMs))} / ${s(median(c.cliMs))} | ${s(min(c.synthMs))} / ${s(median(c.synthMs))} | ` +
-        `${(median(c.cliMs) / median(base.cliMs)).toFixed(2)}x | ${(median(c.synthMs) / median(base.synthMs)).toFixed(2)}x |`,
+      `| ${size} | ${kind} | sysprep media extra (windows − vmpool, median) | ${s(median(cells.windows.cliMs) - median(cells.vmpool.cliMs))} | ` +
+        `${s(median(cells.windows.synthMs) - median(cells.vmpool.synthMs))} | | |`,
     );
   }
-  console.log(
-    `| ${size} | sysprep media extra (windows − vmpool, median) | ${s(median(cells.windows.cliMs) - median(cells.vmpool.cliMs))} | ` +
-      `${s(median(cells.windows.synthMs) - median(cells.vmpool.synthMs))} | | |`,
-  );
 }
 rmSync(work, { recursive: true, force: true });

@@ -263,10 +263,8 @@ function writeVolumeDescriptor(
   },
 ): void {
   const at = sector * SECTOR_BYTES;
-  // Identifier fields are space padded; Joliet's in UCS-2, with a trailing zero byte in odd-sized ones.
   const text = (offset: number, bytes: number, value: string): void => {
-    const encoded = isJoliet ? ucs2(value.padEnd(bytes >> 1)) : Buffer.from(value.padEnd(bytes), "latin1");
-    encoded.copy(img, at + offset, 0, bytes);
+    paddedField(isJoliet, bytes, value).copy(img, at + offset, 0, bytes);
   };
   img[at] = isJoliet ? 2 : 1;
   img.write("CD001", at + 1, "latin1");
@@ -294,6 +292,20 @@ function writeVolumeDescriptor(
   UNSET_VOLUME_DATE.copy(img, at + 847); // expires
   UNSET_VOLUME_DATE.copy(img, at + 864); // effective
   img[at + 881] = 1; // file structure version
+}
+
+/** Encoded identifier fields, which repeat across images: a pool builds one image per member. */
+const paddedFields = new Map<string, Buffer>();
+
+/** Identifier fields are space padded; Joliet's in UCS-2, with a trailing zero byte in odd-sized ones. */
+function paddedField(isJoliet: boolean, bytes: number, value: string): Buffer {
+  const key = `${isJoliet ? "J" : "P"}${bytes}:${value}`;
+  let encoded = paddedFields.get(key);
+  if (!encoded) {
+    encoded = isJoliet ? ucs2(value.padEnd(bytes >> 1)) : Buffer.from(value.padEnd(bytes), "latin1");
+    paddedFields.set(key, encoded);
+  }
+  return encoded;
 }
 
 /** ECMA-119 9.1.5: years since 1900, month, day, hour, minute, second, GMT offset (UTC). */

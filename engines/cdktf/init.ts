@@ -1,7 +1,8 @@
 // `vmpools init [DIR]`: a minimal cdktf app with one pool, depending on the installed vmpools.
 // Writes files only; loads no cdktf, so it runs before anything else is installed.
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
-import { basename, dirname, join, resolve } from "node:path";
+import { basename, join, resolve } from "node:path";
+import { ownPackage, type OwnPackage } from "./own-package";
 
 const MAIN_TS = `// A cdktf app with one vmpools pool. Synthesize: npx cdktf synth; type-check: npm run typecheck.
 import { App, TerraformStack } from "cdktf";
@@ -63,28 +64,18 @@ const TSCONFIG = {
 const GITIGNORE = "node_modules/\ncdktf.out/\n*.tfstate*\n.terraform/\n";
 
 /** Versions of the app's other dependencies: the ones vmpools is built and tested with. */
-function dependencyVersions(own: { version: string; devDependencies: Record<string, string> }) {
+function dependencyVersions(own: OwnPackage) {
   const dev = own.devDependencies;
   return {
     dependencies: { vmpools: `^${own.version}`, cdktf: dev.cdktf!, constructs: dev.constructs! },
     devDependencies: {
       typescript: dev.typescript!,
       tsx: dev.tsx!,
+      // `npx cdktf` resolves to the cdktf library (no executable) unless the CLI is local.
+      "cdktf-cli": dev["cdktf-cli"]!,
       "@types/node": dev["@types/node"]!,
     },
   };
-}
-
-/** vmpools' own package.json, found upwards from this file (sources or dist/). */
-function ownPackageJson(): { version: string; devDependencies: Record<string, string> } {
-  for (let dir = __dirname; dir !== dirname(dir); dir = dirname(dir)) {
-    const file = join(dir, "package.json");
-    if (existsSync(file)) {
-      const pkg = JSON.parse(readFileSync(file, "utf8"));
-      if (pkg.name === "vmpools") return pkg;
-    }
-  }
-  throw new Error(`vmpools init: cannot find vmpools' package.json above ${__dirname}`);
 }
 
 export interface InitResult {
@@ -113,7 +104,7 @@ export function initProject(dir: string, opts: { readonly force?: boolean } = {}
     );
   }
   mkdirSync(target, { recursive: true });
-  const own = ownPackageJson();
+  const own = ownPackage();
   const versions = dependencyVersions(own);
   const pkgFile = join(target, "package.json");
   const pkg = existsSync(pkgFile)

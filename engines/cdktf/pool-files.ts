@@ -4,8 +4,21 @@ import { Testing, TerraformStack } from "cdktf";
 // peer range pins it.
 import { addCustomSynthesis } from "cdktf/lib/synthesize/synthesizer";
 import { Construct } from "constructs";
-import { mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { createHash } from "node:crypto";
+import {
+  chmodSync,
+  closeSync,
+  fchmodSync,
+  mkdirSync,
+  openSync,
+  readdirSync,
+  readFileSync,
+  rmSync,
+  statSync,
+  writeFileSync,
+} from "node:fs";
 import { dirname, join } from "node:path";
+import { ownPackage } from "./own-package";
 import type { JsonObject } from "./terraform-json";
 
 /** Suffix of the Terraform JSON files pools write next to the stack's `cdk.tf.json`. */
@@ -19,7 +32,19 @@ export interface PoolAsset {
   readonly content: () => Buffer | string;
   /** 0600 for anything holding secrets. */
   readonly mode: number;
+  /**
+   * Everything the content is built from (a media plan as JSON). When it is unchanged since the
+   * last synth into this folder and the file is still there, the content is not built again.
+   * @default undefined — built on every synth
+   */
+  readonly inputs?: string;
 }
+
+/** Bump when a builder's output changes for the same inputs (vmpools' version is also hashed). */
+const BUILD_FORMAT = "vmpools-built-1";
+/** Per-stack record of what each built asset was made from: sha256 of its inputs and its size. */
+const BUILT_MANIFEST = ".built.json";
+type BuiltManifest = Record<string, { readonly inputsSha256: string; readonly bytes: number }>;
 
 /** What one pool writes at synth: a Terraform JSON file and the files it uploads. */
 export interface PoolOutput {
@@ -35,8 +60,8 @@ export interface PoolOutput {
  * assets, in one pass per stack. This keeps thousands of resources out of cdktf's token
  * resolution and skips the staging copy a TerraformAsset per member needs.
  *
- * One instance per stack, so a synth first removes what an earlier synth wrote (a renamed or
- * removed pool's file would otherwise still be read by Terraform).
+ * One instance per stack, so a synth also removes what an earlier synth wrote and this one did
+ * not (a renamed or removed pool's file would otherwise still be read by Terraform).
  */
 export class StackPoolFiles extends Construct {
   private readonly pools: PoolOutput[] = [];
@@ -71,13 +96,38 @@ export class StackPoolFiles extends Construct {
     return this.pools.map((p) => p.terraform());
   }
 
+  /**
+   * Writes only files whose content changed (images are deterministic, so a re-synth mostly
+   * changes none), then removes what no pool wrote this time. Overwriting or deleting a thousand
+   * media files costs ~0.1 s more per synth than reading them back: freeing their blocks is slow
+   * on file systems that discard them.
+   */
   private write(stackDir: string): void {
-    mkdirSync(stackDir, { recursive: true });
-    for (const f of readdirSync(stackDir)) if (f.endsWith(POOL_FILE_SUFFIX)) rmSync(join(stackDir, f));
     const assetRoot = join(stackDir, POOL_ASSET_DIR);
-    rmSync(assetRoot, { recursive: true, force: true });
+    const written = new Set<string>();
+    const put = (file: string, content: Buffer | string, mode: number) => {
+      const data = typeof content === "string" ? Buffer.from(content, "utf8") : content;
+      written.add(file);
+      const existing = statSync(file, { throwIfNoEntry: false });
+      if (existing?.isFile() && existing.size === data.length && readFileSync(file).equals(data)) {
+        if ((existing.mode & 0o777) !== mode) chmodSync(file, mode);
+        return;
+      }
+      // Mode as asked also when the file existed (open's mode applies only on creation).
+      const fd = openSync(file, "w", mode);
+      try {
+        fchmodSync(fd, mode);
+        writeFileSync(fd, data);
+      } finally {
+        closeSync(fd);
+      }
+    };
+    mkdirSync(stackDir, { recursive: true });
+    const manifestFile = join(assetRoot, BUILT_MANIFEST);
+    const previous = readManifest(manifestFile);
+    const built: BuiltManifest = {};
     for (const pool of this.pools) {
-      writeFileSync(join(stackDir, pool.fileName), JSON.stringify(pool.terraform(), null, 2));
+      put(join(stackDir, pool.fileName), JSON.stringify(pool.terraform(), null, 2), 0o644);
       const made = new Set<string>();
       for (const asset of pool.assets()) {
         const file = join(assetRoot, asset.path);
@@ -86,10 +136,55 @@ export class StackPoolFiles extends Construct {
           // 0700: media hold secrets. One mkdir per folder, not per file (~1 ms each).
           mkdirSync(dir, { recursive: true, mode: 0o700 });
           made.add(dir);
+          written.add(dir);
         }
-        writeFileSync(file, asset.content(), { mode: asset.mode });
+        if (asset.inputs === undefined) {
+          put(file, asset.content(), asset.mode);
+          continue;
+        }
+        const inputsSha256 = createHash("sha256")
+          .update(`${BUILD_FORMAT}\u0000${ownPackage().version}\u0000${asset.inputs}`)
+          .digest("hex");
+        const before = previous[asset.path];
+        const existing = before?.inputsSha256 === inputsSha256 ? statSync(file, { throwIfNoEntry: false }) : undefined;
+        if (existing?.isFile() && existing.size === before!.bytes && (existing.mode & 0o777) === asset.mode) {
+          written.add(file);
+          built[asset.path] = before!;
+          continue;
+        }
+        const content = asset.content();
+        put(file, content, asset.mode);
+        built[asset.path] = { inputsSha256, bytes: Buffer.byteLength(content) };
       }
     }
+    if (Object.keys(built).length > 0) put(manifestFile, JSON.stringify(built), 0o600);
+    for (const f of readdirSync(stackDir)) {
+      if (f.endsWith(POOL_FILE_SUFFIX) && !written.has(join(stackDir, f))) rmSync(join(stackDir, f));
+    }
+    removeUnwritten(assetRoot, written);
+  }
+}
+
+function readManifest(file: string): BuiltManifest {
+  try {
+    return JSON.parse(readFileSync(file, "utf8")) as BuiltManifest;
+  } catch {
+    return {};
+  }
+}
+
+/** Removes everything under `dir` that is not in `keep` (a kept folder keeps only kept files). */
+function removeUnwritten(dir: string, keep: ReadonlySet<string>): void {
+  let entries;
+  try {
+    entries = readdirSync(dir, { withFileTypes: true });
+  } catch {
+    return;
+  }
+  for (const e of entries) {
+    const path = join(dir, e.name);
+    if (e.isDirectory() && keep.has(path)) removeUnwritten(path, keep);
+    else if (!keep.has(path)) rmSync(path, { recursive: true, force: true });
   }
 }
 

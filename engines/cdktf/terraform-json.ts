@@ -28,6 +28,21 @@ export interface MemberJson {
   readonly libvirt_domain: Record<string, JsonObject>;
 }
 
+// Parts every member has alike, shared rather than rebuilt per member (JSON.stringify writes a
+// shared object each time it appears; nothing mutates these).
+const LIFECYCLE = {
+  protected: { ignore_changes: "all", prevent_destroy: true },
+  unprotected: { ignore_changes: "all", prevent_destroy: false },
+} as const;
+const OS_TYPE = "hvm";
+const SM_BIOS = { mode: "sysinfo" } as const;
+const FEATURES = { acpi: true } as const;
+const VIDEOS = [{ model: { type: "qxl", primary: "yes" } }] as const;
+const CHANNELS = [{ source: { spice_vmc: true }, target: { virt_io: { name: "com.redhat.spice.0" } } }] as const;
+const SERIALS = [{ target: { port: 0 } }] as const;
+const CONSOLES = [{ target: { type: "serial", port: 0 } }] as const;
+const RAW_TARGET = { format: { type: "raw" } } as const;
+
 /**
  * One member as dmacvicar/libvirt 0.9.7 resources, in Terraform's JSON syntax (attribute names
  * as in the provider schema; `test/engines/cdktf` checks them against it). Written straight as
@@ -38,15 +53,13 @@ export interface MemberJson {
  * update of a domain shuts the guest down, and a volume update always fails.
  */
 export function memberJson(m: VmPlan, ids: MemberIds, ctx: MemberContext): MemberJson {
-  const meta = {
-    provider: ctx.provider,
-    lifecycle: { ignore_changes: "all", prevent_destroy: ctx.preventDestroy },
-  };
+  const lifecycle = ctx.preventDestroy ? LIFECYCLE.protected : LIFECYCLE.unprotected;
   const system = m.disks.find((d) => d.role === "system")!;
   const config = m.disks.find((d) => d.role === "config");
   const volumes: Record<string, JsonObject> = {
     [ids.system]: {
-      ...meta,
+      provider: ctx.provider,
+      lifecycle,
       name: system.volumeName,
       pool: ctx.storagePool,
       capacity: system.capacityGiB,
@@ -62,10 +75,11 @@ export function memberJson(m: VmPlan, ids: MemberIds, ctx: MemberContext): Membe
   const withMedia = config !== undefined && ctx.mediaUrl !== undefined;
   if (withMedia) {
     volumes[ids.media] = {
-      ...meta,
+      provider: ctx.provider,
+      lifecycle,
       name: config.volumeName,
       pool: ctx.storagePool,
-      target: { format: { type: "raw" } },
+      target: RAW_TARGET,
       create: { content: { url: ctx.mediaUrl } },
     };
   }
@@ -80,7 +94,8 @@ export function memberJson(m: VmPlan, ids: MemberIds, ctx: MemberContext): Membe
   });
   const boot = m.directKernelBoot;
   const domain: JsonObject = {
-    ...meta,
+    provider: ctx.provider,
+    lifecycle,
     name: m.name,
     type: m.domainType,
     description: m.description || undefined,
@@ -105,14 +120,14 @@ export function memberJson(m: VmPlan, ids: MemberIds, ctx: MemberContext): Membe
           : undefined,
     },
     os: {
-      type: "hvm",
+      type: OS_TYPE,
       type_machine: m.machine,
-      sm_bios: { mode: "sysinfo" },
+      sm_bios: SM_BIOS,
       kernel: boot?.kernelPath,
       initrd: boot?.initrdPath,
       cmdline: boot?.cmdline || undefined,
     },
-    features: { acpi: true },
+    features: FEATURES,
     sys_info: [{ smbios: { oem_strings: { entry: m.oemStrings } } }],
     devices: {
       disks: [disk(system, ids.system), ...(withMedia ? [disk(config, ids.media)] : [])],
@@ -130,10 +145,10 @@ export function memberJson(m: VmPlan, ids: MemberIds, ctx: MemberContext): Membe
           },
         },
       ],
-      videos: [{ model: { type: "qxl", primary: "yes" } }],
-      channels: [{ source: { spice_vmc: true }, target: { virt_io: { name: "com.redhat.spice.0" } } }],
-      serials: [{ target: { port: 0 } }],
-      consoles: [{ target: { type: "serial", port: 0 } }],
+      videos: VIDEOS,
+      channels: CHANNELS,
+      serials: SERIALS,
+      consoles: CONSOLES,
     },
     // The policy at creation: the reconciler's fallback while no policy volume is readable.
     metadata: { xml: m.metadataXml },

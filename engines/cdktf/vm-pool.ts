@@ -198,6 +198,7 @@ export class VmPool extends Construct {
         path: `${this.poolPath}/${config.volumeName}`,
         content: () => buildConfigMedia(media).image,
         mode: 0o600,
+        inputs: JSON.stringify(media),
       };
     }
   }

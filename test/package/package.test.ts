@@ -4,7 +4,7 @@ import { execFile, execFileSync } from "node:child_process";
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { CDKTF_CLI, installOffline, packVmpools } from "../support/npm-project";
+import { installOffline, packVmpools } from "../support/npm-project";
 
 let work: string;
 let tarball: string;
@@ -18,7 +18,7 @@ beforeAll(() => {
   writeFileSync(join(app, "package.json"), JSON.stringify({ name: "my-pools", version: "1.0.0", private: true }));
   installOffline(app, tarball);
   execFileSync(join(app, "node_modules/.bin/vmpools"), ["init"], { cwd: app, encoding: "utf8" });
-  // init added cdktf, constructs, TypeScript and tsx to package.json: install those too.
+  // init added cdktf, constructs, the cdktf CLI, TypeScript and tsx to package.json: install those too.
   installOffline(app, tarball);
 }, 240_000);
 
@@ -102,8 +102,8 @@ test("an app importing vmpools, vmpools/core and vmpools/cdktf type-checks; a wr
   writeFileSync(join(app, "tsconfig.json"), JSON.stringify(tsconfig));
 }, 120_000);
 
-test("npx cdktf synth of the init app writes the stack and the pool's own file", async () => {
-  const synth = await run(CDKTF_CLI, ["synth"]);
+test("npx cdktf synth of the init app (the app's own cdktf CLI) writes the stack and the pool's own file", async () => {
+  const synth = await run("npx", ["--offline", "cdktf", "synth"]);
   expect(synth.out).toContain("Generated Terraform code for the stacks: pools");
   expect(synth.code).toBe(0);
   const stackDir = join(app, "cdktf.out/stacks/pools");

@@ -133,6 +133,3 @@ export function installOffline(dir: string, tarball: string): void {
     stdio: ["ignore", "pipe", "pipe"],
   });
 }
-
-/** The cdktf CLI this repository tests with, standing in for a user's global `cdktf`. */
-export const CDKTF_CLI = join(ROOT, "node_modules/.bin/cdktf");
