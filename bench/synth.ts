@@ -8,7 +8,7 @@ import { execFileSync } from "node:child_process";
 import { copyFileSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { cpus, tmpdir, totalmem } from "node:os";
 import { join } from "node:path";
-import { installOffline, packVmpools } from "../test/support/npm-project";
+import { installOffline, packVmpools, ROOT } from "../test/support/npm-project";
 
 const sizes = (process.env.BENCH_SIZES ?? "10,100,1000").split(",").map(Number);
 const repeats = Number(process.env.BENCH_REPEATS ?? 5);
@@ -74,6 +74,28 @@ const cliVersion = execFileSync("npx", ["--offline", "cdktf", "--version"], {
   stdio: ["ignore", "pipe", "ignore"],
 });
 console.log(`app command: ${app} (cdktf CLI ${cliVersion.trim()})`);
+// What the toolchain costs before any app: Node itself, npx, the cdktf CLI binary.
+const floor = (label: string, cmd: string, args: string[]) => {
+  const runs = Array.from({ length: repeats }, () => {
+    const started = performance.now();
+    execFileSync(cmd, args, { cwd: project, stdio: "ignore", env: { ...process.env, CHECKPOINT_DISABLE: "1" } });
+    return performance.now() - started;
+  });
+  console.log(`floor: ${label}: ${s(min(runs))} / ${s(median(runs))} s`);
+};
+floor("node -e 0", "node", ["-e", "0"]);
+floor("npx --offline cdktf --version", "npx", ["--offline", "cdktf", "--version"]);
+floor("node_modules/.bin/cdktf --version", join(project, "node_modules/.bin/cdktf"), ["--version"]);
+floor("node_modules/.bin/cdktf synth (empty app)", join(project, "node_modules/.bin/cdktf"), [
+  "synth",
+  "--app",
+  app.replace("main.ts", "empty.ts"),
+  "--output",
+  join(project, "cdktf.out-floor"),
+]);
+// The vmpools CLI as installed (compiled) and from a checkout (sources through ts-node).
+floor("vmpools token x (installed package)", join(project, "node_modules/.bin/vmpools"), ["token", "x"]);
+floor("vmpools token x (checkout, ts-node)", join(ROOT, "bin/vmpools"), ["token", "x"]);
 console.log(`${repeats} runs per cell, variants interleaved; min / median in seconds`);
 console.log("");
 console.log(

@@ -90,6 +90,29 @@ export function buildIso(opts: IsoOptions): Buffer {
   // Joliet order: UTF-16 code units, as genisoimage and xorriso write it.
   files.sort((a, b) => (a.jolietName < b.jolietName ? -1 : a.jolietName > b.jolietName ? 1 : 0));
 
+  // Everything but the file data depends only on the layout: a pool's members differ in content,
+  // rarely in sizes, so one image per layout is kept and copied with the new data written in.
+  const layoutKey = [volumeId, time.getTime(), ...files.map((f) => `${f.jolietName}\u0000${f.data.length}`)].join(
+    "\u0000",
+  );
+  const cached = layouts.get(layoutKey);
+  if (cached) {
+    const img = Buffer.from(cached.image);
+    files.forEach((f, i) => img.set(f.data, cached.extents[i]! * SECTOR_BYTES));
+    return img;
+  }
+  const img = layoutImage(volumeId, time, files);
+  if (layouts.size >= MAX_CACHED_LAYOUTS) layouts.delete(layouts.keys().next().value!);
+  layouts.set(layoutKey, { image: Buffer.from(img), extents: files.map((f) => f.extent) });
+  return img;
+}
+
+/** Images by layout (see buildIso); the same bytes as building them again, only faster. */
+const layouts = new Map<string, { readonly image: Buffer; readonly extents: readonly number[] }>();
+const MAX_CACHED_LAYOUTS = 16;
+
+/** Lays out and writes a whole image for files in Joliet order (sets their extents). */
+function layoutImage(volumeId: string, time: Date, files: IsoFile[]): Buffer {
   const primaryNames = primaryIdentifiers(files.map((f) => f.jolietName));
   const primaryOrder = files
     .map((file, i) => ({ name: primaryNames[i]!, file }))

@@ -365,3 +365,36 @@ describe("input validation", () => {
     expect(() => buildIso({ volumeId: "X", files: [ok], timestamp })).toThrow(message);
   });
 });
+
+describe("images of a pool's members (one layout, many contents)", () => {
+  const seed = (metaData: string, userData: string): MediaFile[] => [
+    { name: "meta-data", content: metaData },
+    { name: "user-data", content: userData },
+  ];
+
+  it("builds from a remembered layout the same bytes as from scratch, with the member's own data", () => {
+    const first = buildIso({ volumeId: "cidata", files: seed("instance-id: a\n", "x".repeat(3000)) });
+    first.fill(0xff, 0, 4096); // a caller's changes to a returned image reach no later image
+    const second = buildIso({ volumeId: "cidata", files: seed("instance-id: b\n", "y".repeat(3000)) });
+    let fresh!: Buffer;
+    jest.isolateModules(() => {
+      // A new module instance remembers no layout.
+      // eslint-disable-next-line @typescript-eslint/no-require-imports -- a fresh instance needs require
+      const media = require("../../core/media") as typeof import("../../core/media");
+      fresh = media.buildIso({ volumeId: "cidata", files: seed("instance-id: b\n", "y".repeat(3000)) });
+    });
+    expect(second.equals(fresh)).toBe(true);
+    const path = writeImage(second);
+    expect(extractWithIsoinfo(path, "meta-data").toString()).toBe("instance-id: b\n");
+    expect(extractWithIsoinfo(path, "user-data").toString()).toBe("y".repeat(3000));
+  });
+
+  it("lays out again when a file's size differs", () => {
+    buildIso({ volumeId: "cidata", files: seed("short\n", "u") });
+    const longer = buildIso({ volumeId: "cidata", files: seed("a much longer meta-data file\n", "u".repeat(5000)) });
+    const path = writeImage(longer);
+    expect(extractWithIsoinfo(path, "meta-data").toString()).toBe("a much longer meta-data file\n");
+    expect(extractWithIsoinfo(path, "user-data").length).toBe(5000);
+    expect(isovfy(path)).toMatch(/No errors found/);
+  });
+});
