@@ -2,30 +2,30 @@
 import { App, TerraformStack } from "cdktf";
 import { SysprepConfig } from "vmpools/core";
 import { VmPool } from "vmpools/cdktf";
-import { BASE, SIZE, timed } from "./timing";
+import { BASE, benchPool, timed } from "./timing";
 
 timed(() => {
   const app = new App();
-  const stack = new TerraformStack(app, "bench");
-  new VmPool(stack, "Bench", {
-    name: "Bench-????",
-    size: SIZE,
-    maxVmsInPool: Math.max(SIZE, 1000),
-    template: {
-      name: "ws2022",
-      version: 1,
-      baseImagePath: BASE,
-      diskSizeGiB: 40,
-      memoryMiB: 4096,
-      vcpus: 2,
-      operatingSystem: "windows-server-2022",
-    },
-    initialRun: {
-      sysprep: new SysprepConfig({
-        domain: { name: "addomain.local", user: "Sarah_Smith", password: "bench-only" },
-        localAdministrator: { password: "bench-only" },
-      }),
-    },
-  });
+  new VmPool(
+    new TerraformStack(app, "bench"),
+    "Bench",
+    benchPool({
+      template: {
+        name: "ws2022",
+        version: 1,
+        baseImagePath: BASE,
+        diskSizeGiB: 40,
+        memoryMiB: 4096,
+        vcpus: 2,
+        operatingSystem: "windows-server-2022",
+      },
+      initialRun: {
+        sysprep: new SysprepConfig({
+          domain: { name: "addomain.local", user: "Sarah_Smith", password: "bench-only" },
+          localAdministrator: { password: "bench-only" },
+        }),
+      },
+    }),
+  );
   return app;
 });
