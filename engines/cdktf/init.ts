@@ -109,13 +109,7 @@ export function initProject(dir: string, opts: { readonly force?: boolean } = {}
   const pkgFile = join(target, "package.json");
   const pkg = existsSync(pkgFile)
     ? JSON.parse(readFileSync(pkgFile, "utf8"))
-    : {
-        name: basename(target)
-          .toLowerCase()
-          .replace(/[^a-z0-9._-]/g, "-"),
-        version: "0.1.0",
-        private: true,
-      };
+    : { name: packageName(basename(target)), version: "0.1.0", private: true };
   pkg.scripts = { synth: "cdktf synth", typecheck: "tsc --noEmit", ...pkg.scripts };
   for (const kind of ["dependencies", "devDependencies"] as const) {
     pkg[kind] = { ...versions[kind], ...pkg[kind] };
@@ -130,4 +124,14 @@ export function initProject(dir: string, opts: { readonly force?: boolean } = {}
     written.push(".gitignore");
   }
   return { dir: target, written };
+}
+
+/** An npm package name from a folder name: lower case, no leading `.` or `_`. */
+function packageName(folder: string): string {
+  return (
+    folder
+      .toLowerCase()
+      .replace(/[^a-z0-9._-]/g, "-")
+      .replace(/^[._]+/, "") || "vmpools-app"
+  );
 }

@@ -8,6 +8,7 @@ import { createHash } from "node:crypto";
 import {
   chmodSync,
   closeSync,
+  existsSync,
   fchmodSync,
   mkdirSync,
   openSync,
@@ -24,7 +25,9 @@ import type { JsonObject } from "./terraform-json";
 /** Suffix of the Terraform JSON files pools write next to the stack's `cdk.tf.json`. */
 export const POOL_FILE_SUFFIX = ".vmpools.tf.json";
 /** Stack-relative folder of the files pools upload (media, policy documents). */
-export const POOL_ASSET_DIR = "assets/vmpools";
+// A dot no cdktf asset folder can have (logical ids keep only [A-Za-z0-9_-]), so a synth's
+// clean-up never meets a TerraformAsset's files.
+export const POOL_ASSET_DIR = "assets/vmpools.uploads";
 
 /** A file a pool uploads, relative to POOL_ASSET_DIR. */
 export interface PoolAsset {
@@ -40,7 +43,7 @@ export interface PoolAsset {
   readonly inputs?: string;
 }
 
-/** Bump when a builder's output changes for the same inputs (vmpools' version is also hashed). */
+/** Bump to rebuild every image (the builders' code and vmpools' version are hashed as well). */
 const BUILD_FORMAT = "vmpools-built-1";
 /** Per-stack record of what each built asset was made from: sha256 of its inputs and its size. */
 const BUILT_MANIFEST = ".built.json";
@@ -78,8 +81,15 @@ export class StackPoolFiles extends Construct {
     super(stack, id);
     addCustomSynthesis(this, {
       onSynthesize: (session) => {
-        const stackPath = session.manifest.forStack(stack).synthesizedStackPath;
-        this.write(join(session.outdir, dirname(stackPath)));
+        const folderOf = (s: TerraformStack) =>
+          join(session.outdir, dirname(session.manifest.forStack(s).synthesizedStackPath));
+        this.write(folderOf(stack));
+        // A stack of the app whose last pool was removed has no instance of its own to clean up.
+        for (const other of stack.node.root.node.findAll()) {
+          if (TerraformStack.isStack(other) && !other.node.tryFindChild("vmpools-files")) {
+            StackPoolFiles.clearStackDir(folderOf(other));
+          }
+        }
       },
     });
   }
@@ -104,65 +114,116 @@ export class StackPoolFiles extends Construct {
    */
   private write(stackDir: string): void {
     const assetRoot = join(stackDir, POOL_ASSET_DIR);
-    const written = new Set<string>();
-    const put = (file: string, content: Buffer | string, mode: number) => {
-      const data = typeof content === "string" ? Buffer.from(content, "utf8") : content;
-      written.add(file);
-      const existing = statSync(file, { throwIfNoEntry: false });
-      if (existing?.isFile() && existing.size === data.length && readFileSync(file).equals(data)) {
-        if ((existing.mode & 0o777) !== mode) chmodSync(file, mode);
-        return;
-      }
-      // Mode as asked also when the file existed (open's mode applies only on creation).
-      const fd = openSync(file, "w", mode);
-      try {
-        fchmodSync(fd, mode);
-        writeFileSync(fd, data);
-      } finally {
-        closeSync(fd);
-      }
-    };
-    mkdirSync(stackDir, { recursive: true });
     const manifestFile = join(assetRoot, BUILT_MANIFEST);
     const previous = readManifest(manifestFile);
-    const built: BuiltManifest = {};
+    const written = new Set<string>([manifestFile]);
+    const dirs = new Set<string>();
+    const reused: BuiltManifest = {};
+    const toBuild: { asset: PoolAsset; file: string; inputsSha256?: string }[] = [];
     for (const pool of this.pools) {
-      put(join(stackDir, pool.fileName), JSON.stringify(pool.terraform(), null, 2), 0o644);
-      const made = new Set<string>();
       for (const asset of pool.assets()) {
         const file = join(assetRoot, asset.path);
-        const dir = dirname(file);
-        if (!made.has(dir)) {
-          // 0700: media hold secrets. One mkdir per folder, not per file (~1 ms each).
-          mkdirSync(dir, { recursive: true, mode: 0o700 });
-          made.add(dir);
-          written.add(dir);
-        }
-        if (asset.inputs === undefined) {
-          put(file, asset.content(), asset.mode);
-          continue;
-        }
-        const inputsSha256 = createHash("sha256")
-          .update(`${BUILD_FORMAT}\u0000${ownPackage().version}\u0000${asset.inputs}`)
-          .digest("hex");
-        const before = previous[asset.path];
+        dirs.add(dirname(file));
+        written.add(file);
+        const inputsSha256 =
+          asset.inputs === undefined
+            ? undefined
+            : createHash("sha256").update(`${builderFingerprint()}\u0000${asset.inputs}`).digest("hex");
+        const before = inputsSha256 === undefined ? undefined : previous[asset.path];
         const existing = before?.inputsSha256 === inputsSha256 ? statSync(file, { throwIfNoEntry: false }) : undefined;
-        if (existing?.isFile() && existing.size === before!.bytes && (existing.mode & 0o777) === asset.mode) {
-          written.add(file);
-          built[asset.path] = before!;
-          continue;
+        if (before && existing?.isFile() && existing.size === before.bytes && (existing.mode & 0o777) === asset.mode) {
+          reused[asset.path] = before;
+        } else {
+          toBuild.push({ asset, file, inputsSha256 });
         }
-        const content = asset.content();
-        put(file, content, asset.mode);
-        built[asset.path] = { inputsSha256, bytes: Buffer.byteLength(content) };
       }
     }
-    if (Object.keys(built).length > 0) put(manifestFile, JSON.stringify(built), 0o600);
+    for (const dir of [assetRoot, ...dirs]) {
+      // 0700: media hold secrets. One mkdir per folder, not per file (~1 ms each); chmod for a
+      // folder that existed with other permissions.
+      mkdirSync(dir, { recursive: true, mode: 0o700 });
+      chmodSync(dir, 0o700);
+      written.add(dir);
+    }
+    // Before an image is rewritten its entry leaves the manifest, so a synth cut short after
+    // rewriting it cannot make a later synth take it for the image of other inputs.
+    const rebuilt = toBuild.some((b) => b.inputsSha256 !== undefined && previous[b.asset.path] !== undefined);
+    if (rebuilt) putFile(manifestFile, JSON.stringify(reused), 0o600);
+    for (const pool of this.pools) {
+      putFile(join(stackDir, pool.fileName), JSON.stringify(pool.terraform(), null, 2), 0o644);
+      written.add(join(stackDir, pool.fileName));
+    }
+    const built: BuiltManifest = { ...reused };
+    for (const { asset, file, inputsSha256 } of toBuild) {
+      const content = asset.content();
+      putFile(file, content, asset.mode);
+      if (inputsSha256 !== undefined) built[asset.path] = { inputsSha256, bytes: Buffer.byteLength(content) };
+    }
+    putFile(manifestFile, JSON.stringify(built), 0o600);
     for (const f of readdirSync(stackDir)) {
       if (f.endsWith(POOL_FILE_SUFFIX) && !written.has(join(stackDir, f))) rmSync(join(stackDir, f));
     }
     removeUnwritten(assetRoot, written);
+    removeLegacyAssets(stackDir);
   }
+
+  /** Removes what pools wrote into the folder of a stack that has none any more. */
+  static clearStackDir(stackDir: string): void {
+    if (!existsSync(stackDir)) return;
+    for (const f of readdirSync(stackDir)) if (f.endsWith(POOL_FILE_SUFFIX)) rmSync(join(stackDir, f));
+    rmSync(join(stackDir, POOL_ASSET_DIR), { recursive: true, force: true });
+    removeLegacyAssets(stackDir);
+  }
+}
+
+/** Writes a file unless it already holds `content`; the mode is set either way. */
+function putFile(file: string, content: Buffer | string, mode: number): void {
+  const data = typeof content === "string" ? Buffer.from(content, "utf8") : content;
+  const existing = statSync(file, { throwIfNoEntry: false });
+  if (existing?.isFile() && existing.size === data.length && readFileSync(file).equals(data)) {
+    if ((existing.mode & 0o777) !== mode) chmodSync(file, mode);
+    return;
+  }
+  // Mode as asked also when the file existed (open's mode applies only on creation).
+  const fd = openSync(file, "w", mode);
+  try {
+    fchmodSync(fd, mode);
+    writeFileSync(fd, data);
+  } finally {
+    closeSync(fd);
+  }
+}
+
+/**
+ * Folders of the TerraformAssets earlier releases made per member (`<Pool>_<VM>_cloud-init-media_<HASH>`)
+ * and per pool (`…_policy-document_<HASH>`): media with secrets that nothing else would remove.
+ */
+function removeLegacyAssets(stackDir: string): void {
+  const assets = join(stackDir, "assets");
+  if (!existsSync(assets)) return;
+  for (const f of readdirSync(assets)) {
+    if (/_(cloud-init-media|sysprep-media|policy-document)_[0-9A-F]{8}$/.test(f)) {
+      rmSync(join(assets, f), { recursive: true, force: true });
+    }
+  }
+}
+
+let fingerprint: string | undefined;
+
+/**
+ * What the image builders are: vmpools' version and the builders' own code, so that a changed
+ * builder (a new release, or an edit in a checkout) never reuses an image an older one made.
+ */
+function builderFingerprint(): string {
+  if (fingerprint === undefined) {
+    const dir = dirname(require.resolve("../../core/media"));
+    const hash = createHash("sha256").update(`${BUILD_FORMAT}\u0000${ownPackage().version}`);
+    for (const f of readdirSync(dir).sort()) {
+      if (/\.(js|ts)$/.test(f) && !f.endsWith(".d.ts")) hash.update(f).update(readFileSync(join(dir, f)));
+    }
+    fingerprint = hash.digest("hex");
+  }
+  return fingerprint;
 }
 
 function readManifest(file: string): BuiltManifest {

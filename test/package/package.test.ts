@@ -115,7 +115,7 @@ test("npx cdktf synth of the init app (the app's own cdktf CLI) writes the stack
   ]);
   const stack = JSON.parse(readFileSync(join(stackDir, "cdk.tf.json"), "utf8"));
   expect(stack.provider.libvirt[0].alias).toBe("host_localhost");
-  expect(existsSync(join(stackDir, "assets/vmpools/Desktops/desk-2-cloud-init.iso"))).toBe(true);
+  expect(existsSync(join(stackDir, "assets/vmpools.uploads/Desktops/desk-2-cloud-init.iso"))).toBe(true);
 }, 120_000);
 
 test("vmpools/core and vmpools/reconciler load without cdktf; vmpools/cdktf with the one the app installed", async () => {

@@ -49,7 +49,7 @@ describe("VmPool (cdktf)", () => {
     // against its own working directory).
     const isoVolume = volumes["MyPool-003-cloud-init.iso"];
     expect(isoVolume.create.content.url).toMatch(
-      /^\$\{abspath\(path\.module\)\}\/assets\/vmpools\/MyPool\/MyPool-003-cloud-init\.iso$/,
+      /^\$\{abspath\(path\.module\)\}\/assets\/vmpools\.uploads\/MyPool\/MyPool-003-cloud-init\.iso$/,
     );
 
     const d = domains["MyPool-003"];
