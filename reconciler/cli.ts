@@ -5,7 +5,7 @@ import { VirshDriver } from "./driver/libvirt-driver";
 import { StateStore } from "./store/store";
 import { Reconciler, type ReconcilerStatus } from "./reconciler";
 import { createApiServer } from "./api/server";
-import { TokenAuth, newToken } from "./api/auth";
+import { TokenAuth, newToken, userNameProblem } from "./api/auth";
 import { parseConsoleOption } from "./console";
 import { hostname } from "node:os";
 
@@ -163,7 +163,11 @@ export async function main(argv: readonly string[]): Promise<number> {
         return 0;
       case "token": {
         const p = parseArgs(rest, ["admin"]);
+        const unknown = [...p.flags.keys()].filter((f) => f !== "admin");
+        if (unknown.length > 0) throw new UsageError(`token: unknown option --${unknown[0]} (token takes --admin)`);
         const [user] = want(p, 1, "USER");
+        const problem = userNameProblem(user!);
+        if (problem) throw new UsageError(`token: ${problem}`);
         const { token, entry } = newToken(user!, p.flags.has("admin") ? "admin" : "user");
         console.log(`token (give it to ${user}, it is shown once): ${token}`);
         console.log(`tokens-file entry: ${JSON.stringify(entry)}`);

@@ -1,5 +1,5 @@
 import { createHash, randomBytes, timingSafeEqual } from "node:crypto";
-import { readFileSync } from "node:fs";
+import { readFileSync, statSync } from "node:fs";
 
 export type Role = "user" | "admin";
 
@@ -13,6 +13,16 @@ export interface TokenEntry extends Principal {
   readonly tokenSha256: string;
 }
 
+/** User names: what the tokens file accepts, so `vmpools token` never prints an entry it would refuse. */
+export const USER_NAME_RULE = /^[A-Za-z0-9._@-]{1,64}$/;
+
+/** Why `user` is not a valid user name, or undefined. */
+export function userNameProblem(user: string): string | undefined {
+  return USER_NAME_RULE.test(user)
+    ? undefined
+    : `user ${JSON.stringify(user)}: use 1-64 of letters, digits and '._@-' (no spaces or other characters)`;
+}
+
 const sha256 = (token: string) => createHash("sha256").update(token, "utf8").digest();
 
 /** Bearer-token authentication against a fixed list of users. */
@@ -21,8 +31,8 @@ export class TokenAuth {
 
   constructor(entries: readonly TokenEntry[]) {
     this.entries = entries.map((e, i) => {
-      if (!/^[A-Za-z0-9._@-]{1,64}$/.test(e.user))
-        throw new Error(`tokens[${i}].user ${JSON.stringify(e.user)}: use letters, digits, '._@-'`);
+      const problem = userNameProblem(e.user);
+      if (problem) throw new Error(`tokens[${i}].${problem}`);
       if (e.role !== "user" && e.role !== "admin") throw new Error(`tokens[${i}].role must be "user" or "admin"`);
       if (!/^[0-9a-f]{64}$/.test(e.tokenSha256))
         throw new Error(`tokens[${i}].tokenSha256 must be 64 hex digits (see: vmpools token)`);
@@ -33,6 +43,17 @@ export class TokenAuth {
   /** Reads `{ "tokens": [{ "user", "role", "tokenSha256" }] }`. */
   static fromFile(path: string): TokenAuth {
     let parsed: { tokens?: TokenEntry[] };
+    // Whoever can write the file can make themselves an admin.
+    const st = statSync(path, { throwIfNoEntry: false });
+    if (st && (st.mode & 0o022) !== 0) {
+      throw new Error(
+        `tokens file ${path} is writable by group or others (mode ${(st.mode & 0o777).toString(8)}), so anyone could add an admin: run chmod go-w ${path}`,
+      );
+    }
+    const uid = process.getuid?.();
+    if (st && uid !== undefined && st.uid !== uid && st.uid !== 0) {
+      throw new Error(`tokens file ${path} belongs to uid ${st.uid}, not to this user (${uid}) or root: chown it`);
+    }
     try {
       parsed = JSON.parse(readFileSync(path, "utf8"));
     } catch (e) {
@@ -55,6 +76,8 @@ export class TokenAuth {
 
 /** A new random token and the tokens-file entry that admits it. */
 export function newToken(user: string, role: Role): { token: string; entry: TokenEntry } {
+  const problem = userNameProblem(user);
+  if (problem) throw new Error(problem);
   const token = randomBytes(24).toString("base64url");
   return { token, entry: { user, role, tokenSha256: sha256(token).toString("hex") } };
 }

@@ -1,6 +1,7 @@
 import type { MemberMetadata } from "../../core/metadata";
 import { randomUUID } from "node:crypto";
 import Database from "better-sqlite3";
+import { chmodSync, existsSync } from "node:fs";
 import { migrate } from "./schema";
 
 export { SchemaTooNewError, SCHEMA_VERSION } from "./schema";
@@ -193,7 +194,13 @@ const DETACHED = "cancelled: VM detached from its pool";
 function openDatabase(path: string): Database.Database {
   try {
     // timeout = busy_timeout: a connection waits this long for another one's write lock before SQLITE_BUSY.
-    return new Database(path, { timeout: 10_000 });
+    const db = new Database(path, { timeout: 10_000 });
+    // Holders, intents and console options are nobody else's business; SQLite gives the WAL and
+    // shared-memory files the database file's mode, so this is set before they exist.
+    if (path !== ":memory:" && !path.startsWith("file:")) {
+      for (const file of [path, `${path}-wal`, `${path}-shm`]) if (existsSync(file)) chmodSync(file, 0o600);
+    }
+    return db;
   } catch (e) {
     if (/Could not locate the bindings file|better_sqlite3\.node/.test((e as Error).message)) {
       throw new Error(
