@@ -38,6 +38,15 @@ export class TokenAuth {
         throw new Error(`tokens[${i}].tokenSha256 must be 64 hex digits (see: vmpools token)`);
       return { digest: Buffer.from(e.tokenSha256, "hex"), principal: { user: e.user, role: e.role } };
     });
+    // One token for two entries would let whichever comes last decide who its bearer is.
+    this.entries.forEach((e, i) => {
+      const j = this.entries.findIndex((o) => o.digest.equals(e.digest));
+      if (j !== i) {
+        throw new Error(
+          `tokens[${i}] (${e.principal.user}) has the same tokenSha256 as tokens[${j}] (${this.entries[j]!.principal.user}): give each entry a token of its own (vmpools token)`,
+        );
+      }
+    });
   }
 
   /** Reads `{ "tokens": [{ "user", "role", "tokenSha256" }] }`. */
@@ -65,7 +74,8 @@ export class TokenAuth {
 
   /** The principal for an `Authorization` header value, or undefined. Compares in constant time. */
   authenticate(header: string | undefined): Principal | undefined {
-    const m = /^Bearer ([A-Za-z0-9._~+/=-]{16,256})$/.exec(header ?? "");
+    // The scheme is case-insensitive (RFC 9110 11.1); the token is not.
+    const m = /^Bearer ([A-Za-z0-9._~+/=-]{16,256})$/i.exec(header ?? "");
     if (!m) return undefined;
     const digest = sha256(m[1]!);
     let found: Principal | undefined;

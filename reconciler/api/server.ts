@@ -22,6 +22,7 @@ class HttpError extends Error {
     readonly status: number,
     readonly code: string,
     message: string,
+    readonly headers: Record<string, string> = {},
   ) {
     super(message);
   }
@@ -81,14 +82,32 @@ export function createApiServer(reconciler: Reconciler, auth: TokenAuth): Server
       const err = e as Error & { code?: string };
       const status = e instanceof HttpError ? e.status : (STATUS_BY_CODE[err.code ?? ""] ?? 500);
       const code = e instanceof HttpError ? e.code : status === 500 ? "internal" : err.code!;
-      send(res, status, { error: code, message: status === 500 ? `internal error: ${err.message}` : err.message });
+      if (status === 500) {
+        // Details (virsh command lines, file paths) go to the server's log, not to the client.
+        console.error(`vmpools api: internal error on ${req.method} ${req.url}:`, err);
+        send(res, 500, { error: code, message: "internal error; the server's log has the details" });
+        return;
+      }
+      send(
+        res,
+        status,
+        { error: code, message: err.message },
+        "application/json",
+        e instanceof HttpError ? e.headers : {},
+      );
     });
   });
 }
 
-function send(res: ServerResponse, status: number, body: unknown, contentType = "application/json"): void {
+function send(
+  res: ServerResponse,
+  status: number,
+  body: unknown,
+  contentType = "application/json",
+  headers: Record<string, string> = {},
+): void {
   const text = contentType === "application/json" ? `${JSON.stringify(body)}\n` : String(body);
-  res.writeHead(status, { "content-type": contentType, "cache-control": "no-store" }).end(text);
+  res.writeHead(status, { "content-type": contentType, "cache-control": "no-store", ...headers }).end(text);
 }
 
 async function handle(
@@ -108,7 +127,7 @@ async function handle(
   }
   const method = req.method ?? "GET";
   const expect = (wanted: string) => {
-    if (method !== wanted) throw new HttpError(405, "method-not-allowed", `${path} takes ${wanted}`);
+    if (method !== wanted) throw new HttpError(405, "method-not-allowed", `${path} takes ${wanted}`, { allow: wanted });
   };
 
   if (parts.length === 2 && parts[0] === "v1" && parts[1] === "status") {
