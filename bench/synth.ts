@@ -18,7 +18,7 @@ import {
 } from "node:fs";
 import { cpus, tmpdir, totalmem } from "node:os";
 import { join } from "node:path";
-import { installOffline, packVmpools, ROOT } from "../test/support/npm-project";
+import { newAppFromTarball, packVmpools, ROOT } from "../test/support/npm-project";
 
 const sizes = (process.env.BENCH_SIZES ?? "10,100,1000").split(",").map(Number);
 const repeats = Number(process.env.BENCH_REPEATS ?? 5);
@@ -36,12 +36,7 @@ const trash = join(work, "trash");
 mkdirSync(trash);
 let trashed = 0;
 const project = join(work, "bench-app");
-mkdirSync(project);
-writeFileSync(join(project, "package.json"), JSON.stringify({ name: "bench-app", version: "1.0.0", private: true }));
-const tarball = packVmpools(join(work, "pack"));
-installOffline(project, tarball);
-execFileSync(join(project, "node_modules/.bin/vmpools"), ["init"], { cwd: project, stdio: "ignore" });
-installOffline(project, tarball);
+newAppFromTarball(project, packVmpools(join(work, "pack")));
 for (const f of readdirSync(join(__dirname, "apps"))) copyFileSync(join(__dirname, "apps", f), join(project, f));
 // The apps are what users would write: they must type-check against the installed package.
 writeFileSync(

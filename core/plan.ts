@@ -107,6 +107,13 @@ export interface PoolPlan {
   readonly warnings: readonly string[];
 }
 
+/** A member's system disk (every member has one). */
+export const systemDiskOf = (vm: VmPlan): DiskPlan => vm.disks.find((d) => d.role === "system")!;
+
+/** A member's initial-run media disk, if it has initial-run media. */
+export const configDiskOf = (vm: VmPlan): DiskPlan | undefined =>
+  vm.configMedia ? vm.disks.find((d) => d.role === "config") : undefined;
+
 /** Splits `total` into `parts` near-equal integers, larger ones first. */
 function split(total: number, parts: number): number[] {
   return Array.from({ length: parts }, (_, i) => Math.floor(total / parts) + (i < total % parts ? 1 : 0));

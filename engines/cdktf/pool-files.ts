@@ -160,19 +160,12 @@ export class StackPoolFiles extends Construct {
       if (inputsSha256 !== undefined) built[asset.path] = { inputsSha256, bytes: Buffer.byteLength(content) };
     }
     putFile(manifestFile, JSON.stringify(built), 0o600);
-    for (const f of readdirSync(stackDir)) {
-      if (f.endsWith(POOL_FILE_SUFFIX) && !written.has(join(stackDir, f))) rmSync(join(stackDir, f));
-    }
-    removeUnwritten(assetRoot, written);
-    removeLegacyAssets(stackDir);
+    removeUnwritten(stackDir, written);
   }
 
   /** Removes what pools wrote into the folder of a stack that has none any more. */
   static clearStackDir(stackDir: string): void {
-    if (!existsSync(stackDir)) return;
-    for (const f of readdirSync(stackDir)) if (f.endsWith(POOL_FILE_SUFFIX)) rmSync(join(stackDir, f));
-    rmSync(join(stackDir, POOL_ASSET_DIR), { recursive: true, force: true });
-    removeLegacyAssets(stackDir);
+    if (existsSync(stackDir)) removeUnwritten(stackDir, new Set());
   }
 }
 
@@ -234,8 +227,22 @@ function readManifest(file: string): BuiltManifest {
   }
 }
 
+/**
+ * Removes from a stack folder what pools wrote there earlier and not in `keep`: pool files,
+ * uploads (a kept folder keeps only kept files), earlier releases' media folders.
+ */
+function removeUnwritten(stackDir: string, keep: ReadonlySet<string>): void {
+  for (const f of readdirSync(stackDir)) {
+    if (f.endsWith(POOL_FILE_SUFFIX) && !keep.has(join(stackDir, f))) rmSync(join(stackDir, f));
+  }
+  const uploads = join(stackDir, POOL_ASSET_DIR);
+  if (keep.has(uploads)) removeUnkept(uploads, keep);
+  else rmSync(uploads, { recursive: true, force: true });
+  removeLegacyAssets(stackDir);
+}
+
 /** Removes everything under `dir` that is not in `keep` (a kept folder keeps only kept files). */
-function removeUnwritten(dir: string, keep: ReadonlySet<string>): void {
+function removeUnkept(dir: string, keep: ReadonlySet<string>): void {
   let entries;
   try {
     entries = readdirSync(dir, { withFileTypes: true });
@@ -244,7 +251,7 @@ function removeUnwritten(dir: string, keep: ReadonlySet<string>): void {
   }
   for (const e of entries) {
     const path = join(dir, e.name);
-    if (e.isDirectory() && keep.has(path)) removeUnwritten(path, keep);
+    if (e.isDirectory() && keep.has(path)) removeUnkept(path, keep);
     else if (!keep.has(path)) rmSync(path, { recursive: true, force: true });
   }
 }

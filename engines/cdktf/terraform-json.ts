@@ -1,4 +1,4 @@
-import type { DiskPlan, VmPlan } from "../../core";
+import { configDiskOf, systemDiskOf, type DiskPlan, type VmPlan } from "../../core";
 
 /** A Terraform JSON value as written to a `.tf.json` file. */
 export type Json = string | number | boolean | null | readonly Json[] | { readonly [key: string]: Json | undefined };
@@ -54,8 +54,8 @@ const RAW_TARGET = { format: { type: "raw" } } as const;
  */
 export function memberJson(m: VmPlan, ids: MemberIds, ctx: MemberContext): MemberJson {
   const lifecycle = ctx.preventDestroy ? LIFECYCLE.protected : LIFECYCLE.unprotected;
-  const system = m.disks.find((d) => d.role === "system")!;
-  const config = m.disks.find((d) => d.role === "config");
+  const system = systemDiskOf(m);
+  const config = configDiskOf(m);
   const volumes: Record<string, JsonObject> = {
     [ids.system]: {
       provider: ctx.provider,

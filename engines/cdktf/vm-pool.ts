@@ -5,6 +5,7 @@ import {
   HOLDER_NAMESPACE,
   METADATA_NAMESPACE,
   planPool,
+  configDiskOf,
   memberNamePattern,
   type PoolPlan,
   type VmPlan,
@@ -125,9 +126,9 @@ export class VmPool extends Construct {
     reserveName(this, logicalId, `${this.node.path} (${logicalId})`);
   }
 
-  /** Stack-relative folder of this pool's uploads. */
-  private get assetDir(): string {
-    return `${POOL_ASSET_DIR}/${this.poolPath}`;
+  /** The absolute path the provider uploads one of this pool's files from (see assets()). */
+  private uploadUrl(file: string): string {
+    return `${ABSOLUTE_STACK_DIR}/${POOL_ASSET_DIR}/${this.poolPath}/${file}`;
   }
 
   /** The pool's Terraform JSON: member resources, policy volumes, `removed` blocks. */
@@ -136,11 +137,11 @@ export class VmPool extends Construct {
     const volumes: Record<string, JsonObject> = {};
     const domains: Record<string, JsonObject> = {};
     for (const m of this.plan.members) {
-      const config = m.disks.find((d) => d.role === "config");
+      const config = configDiskOf(m);
       const json = memberJson(m, ids.get(m.name)!, {
         provider: `libvirt.${providerAlias(m.host)}`,
         storagePool: this.storagePool(probes.get(m.host.name)!),
-        mediaUrl: config && m.configMedia ? `${ABSOLUTE_STACK_DIR}/${this.assetDir}/${config.volumeName}` : undefined,
+        mediaUrl: config && this.uploadUrl(config.volumeName),
         preventDestroy: pool.deleteProtection,
       });
       Object.assign(volumes, json.libvirt_volume);
@@ -156,7 +157,7 @@ export class VmPool extends Construct {
         name: policy.volumeName,
         pool: pool.storage.candidates[0]!.name,
         target: { format: { type: "raw" } },
-        create: { content: { url: `${ABSOLUTE_STACK_DIR}/${this.assetDir}/policy.xml` } },
+        create: { content: { url: this.uploadUrl("policy.xml") } },
       };
     }
     // Detached members leave Terraform's management without being destroyed (seed: the VM stays
@@ -191,7 +192,7 @@ export class VmPool extends Construct {
   private *assets(): Iterable<PoolAsset> {
     yield { path: `${this.poolPath}/policy.xml`, content: () => this.plan.policy.xml, mode: 0o644 };
     for (const m of this.plan.members) {
-      const config = m.disks.find((d) => d.role === "config");
+      const config = configDiskOf(m);
       const media = m.configMedia;
       if (!config || !media) continue;
       yield {

@@ -1,4 +1,4 @@
-import { planPool, type PoolPlan, type VmPlan } from "../../core/plan";
+import { planPool, systemDiskOf, type PoolPlan } from "../../core/plan";
 import type { VmPoolProps } from "../../core/spec";
 import type { VirshDriver } from "../driver/libvirt-driver";
 import { renderDomainXml } from "./domain-xml";
@@ -6,7 +6,7 @@ import { renderDomainXml } from "./domain-xml";
 /** The storage pool libvirt's test hypervisor comes with. */
 export const TEST_STORAGE_POOL = "default-pool";
 
-export const systemDisk = (vm: VmPlan) => vm.disks.find((d) => d.role === "system")!;
+export { systemDiskOf as systemDisk } from "../../core/plan";
 
 /**
  * Defines every member of a pool and its overlay volume straight through libvirt, from the same
@@ -22,7 +22,7 @@ export async function deployPool(
   const plan = planPool(props);
   await Promise.all(
     plan.members.map(async (vm) => {
-      const disk = systemDisk(vm);
+      const disk = systemDiskOf(vm);
       await driver.createOverlayVolume(storagePool, disk.volumeName, {
         backingPath: disk.backingStore!.path,
         backingFormat: disk.backingStore!.format,
@@ -40,7 +40,7 @@ export async function removePool(driver: VirshDriver, plan: PoolPlan, storagePoo
     plan.members.map(async (vm) => {
       await driver.destroy(vm.name).catch(() => undefined);
       await driver.undefineDomain(vm.name).catch(() => undefined);
-      await driver.deleteVolume(storagePool, systemDisk(vm).volumeName).catch(() => undefined);
+      await driver.deleteVolume(storagePool, systemDiskOf(vm).volumeName).catch(() => undefined);
     }),
   );
 }

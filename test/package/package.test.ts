@@ -1,10 +1,10 @@
 // vmpools as users get it: `npm pack`, installed into a fresh project offline, `vmpools init`
 // from the installed bin, type-checked and synthesized with the cdktf CLI.
 import { execFile, execFileSync } from "node:child_process";
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { installOffline, packVmpools } from "../support/npm-project";
+import { newAppFromTarball, packVmpools } from "../support/npm-project";
 
 let work: string;
 let tarball: string;
@@ -14,12 +14,7 @@ beforeAll(() => {
   work = mkdtempSync(join(tmpdir(), "vmpools-package-"));
   tarball = packVmpools(join(work, "pack"));
   app = join(work, "my-pools");
-  mkdirSync(app);
-  writeFileSync(join(app, "package.json"), JSON.stringify({ name: "my-pools", version: "1.0.0", private: true }));
-  installOffline(app, tarball);
-  execFileSync(join(app, "node_modules/.bin/vmpools"), ["init"], { cwd: app, encoding: "utf8" });
-  // init added cdktf, constructs, the cdktf CLI, TypeScript and tsx to package.json: install those too.
-  installOffline(app, tarball);
+  newAppFromTarball(app, tarball);
 }, 240_000);
 
 afterAll(() => rmSync(work, { recursive: true, force: true }));

@@ -133,3 +133,17 @@ export function installOffline(dir: string, tarball: string): void {
     stdio: ["ignore", "pipe", "pipe"],
   });
 }
+
+/**
+ * A user's new app in `dir`, as the README's "Use it in your own stack" makes it: an empty
+ * package.json, the tarball installed, the installed `vmpools init`, then what init added.
+ */
+export function newAppFromTarball(dir: string, tarball: string): void {
+  mkdirSync(dir, { recursive: true });
+  const name = basename(dir).toLowerCase();
+  writeFileSync(join(dir, "package.json"), JSON.stringify({ name, version: "1.0.0", private: true }));
+  installOffline(dir, tarball);
+  execFileSync(join(dir, "node_modules/.bin/vmpools"), ["init"], { cwd: dir, stdio: "ignore" });
+  // init added cdktf, constructs, the cdktf CLI, TypeScript and tsx to package.json.
+  installOffline(dir, tarball);
+}

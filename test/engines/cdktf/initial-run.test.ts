@@ -269,10 +269,11 @@ describe("initial-run rules", () => {
     const outdir = mkdtempSync(join(tmpdir(), "vmpools-twostacks-"));
     try {
       const app = new App({ outdir });
-      for (const [id, zone] of [
+      const zones = [
         ["staging", "Europe/Berlin"],
         ["prod", "Asia/Tokyo"],
-      ] as const) {
+      ] as const;
+      for (const [id, zone] of zones) {
         new VmPool(
           new TerraformStack(app, id),
           "P",
@@ -280,10 +281,7 @@ describe("initial-run rules", () => {
         );
       }
       app.synth();
-      for (const [id, zone] of [
-        ["staging", "Europe/Berlin"],
-        ["prod", "Asia/Tokyo"],
-      ] as const) {
+      for (const [id, zone] of zones) {
         const json = readStackDir(join(outdir, `stacks/${id}`)) as Json;
         const vol = Object.values<Json>(json.resource.libvirt_volume).find(
           (v) => v.name === "MyPool-001-cloud-init.iso",
