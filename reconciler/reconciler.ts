@@ -156,6 +156,8 @@ interface RevertPayload extends VolumeRef, OverlayFacts {}
 const message = (e: unknown) => (e instanceof Error ? e.message : String(e));
 const asError = (e: unknown) => (e instanceof Error ? e : new Error(String(e)));
 const notFound = (e: unknown) => e instanceof VirshError && e.notFound;
+/** How soon after a listing of libvirt a take naming an unknown pool may cause another. */
+const RELIST_AFTER_MS = 1000;
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 /** Metadata block of a full domain XML, so that device elements cannot be mistaken for ours. */
 const metadataBlock = (domainXml: string) => /<metadata>[\s\S]*?<\/metadata>/.exec(domainXml)?.[0];
@@ -203,6 +205,9 @@ export class Reconciler extends EventEmitter<ReconcilerEventMap> {
   private readonly policyDocuments = new Map<string, MemberRecord["metadata"]>();
   private resyncTimer?: NodeJS.Timeout;
   private running = false;
+  private listing?: Promise<void>;
+  /** When the last listing of libvirt's domains finished (clock time). */
+  private listedAt = -Infinity;
 
   constructor(options: ReconcilerOptions) {
     super();
@@ -237,7 +242,7 @@ export class Reconciler extends EventEmitter<ReconcilerEventMap> {
     for (const [pool, policy] of this.store.policyDocuments()) {
       if (this.manages(pool)) this.policyDocuments.set(pool, policy);
     }
-    await this.refreshMembers();
+    await this.listMembers();
     await this.refreshPolicies();
     await this.recover();
     this.running = true;
@@ -427,7 +432,7 @@ export class Reconciler extends EventEmitter<ReconcilerEventMap> {
   resync(): Promise<void> {
     this.resyncRun ??= (async () => {
       try {
-        await this.refreshMembers();
+        await this.listMembers();
         await this.refreshPolicies();
         await this.syncHolderMarks();
         this.applyLevelRules();
@@ -446,8 +451,10 @@ export class Reconciler extends EventEmitter<ReconcilerEventMap> {
   }
 
   private async requirePool(name: string): Promise<Pool> {
-    // A pool deployed since the last resync is found by looking once more.
-    if (!this.pools().has(name)) await this.refreshMembers();
+    // A pool deployed since the last listing is found by looking once more; one listing serves
+    // every take that asks meanwhile, and none is made for a second after the last (D6: a burst
+    // of takes naming a pool that does not exist must not stall everyone's takes).
+    if (!this.pools().has(name) && this.clock() - this.listedAt >= RELIST_AFTER_MS) await this.listMembers();
     const pool = this.pools().get(name);
     if (!pool) throw new UnknownPoolError(name, [...this.pools().keys()]);
     return pool;
@@ -541,6 +548,15 @@ export class Reconciler extends EventEmitter<ReconcilerEventMap> {
       }
     }
     if (changed) this.poolCache = undefined;
+  }
+
+  /** `refreshMembers`, shared by everyone who asks while it runs. */
+  private listMembers(): Promise<void> {
+    this.listing ??= this.refreshMembers().finally(() => {
+      this.listing = undefined;
+      this.listedAt = this.clock();
+    });
+    return this.listing;
   }
 
   /** Lists domains (metadata only for ones not seen before) and updates the cached picture. */
@@ -988,8 +1004,12 @@ export class Reconciler extends EventEmitter<ReconcilerEventMap> {
     this.queues.set(vm, tail);
     void tail.then(() => {
       queued.splice(queued.indexOf(activity), 1);
-      if (queued.length === 0) this.activities.delete(vm);
       if (this.queues.get(vm) === tail) this.queues.delete(vm);
+      if (queued.length > 0) return;
+      this.activities.delete(vm);
+      // A member planners skipped while it was busy may be the one the pool needs now (D4).
+      const pool = this.members.get(vm)?.metadata.pool;
+      if (pool !== undefined) this.kickPrestart(pool);
     });
     return result;
   }
