@@ -1,5 +1,5 @@
 import type { ResolvedPool } from "./resolved";
-import { escapeXml, unescapeXml } from "./xml";
+import { buildXml, el, elementsInNamespace, localName, parseXml, textOf, type XmlElement } from "./xml";
 
 /**
  * Who holds a member, as the reconciler mirrors its store into the domain's `<metadata>` (a
@@ -10,12 +10,12 @@ export const HOLDER_NAMESPACE = "https://vmpools.dev/xmlns/holder/1";
 export const HOLDER_PREFIX = "vmpoolsholder";
 
 export function renderHolderXml(user: string): string {
-  return `<${HOLDER_PREFIX}:holder xmlns:${HOLDER_PREFIX}="${HOLDER_NAMESPACE}" user="${escapeXml(user)}"/>`;
+  return buildXml(el(`${HOLDER_PREFIX}:holder`, { [`xmlns:${HOLDER_PREFIX}`]: HOLDER_NAMESPACE, user }));
 }
 
 export function parseHolderXml(xml: string | undefined): string | undefined {
-  const m = xml === undefined ? null : /\buser="([^"]*)"/.exec(xml);
-  return m ? unescapeXml(m[1]!) : undefined;
+  const root = xml === undefined ? undefined : parseXml(xml);
+  return root && elementsInNamespace(root, HOLDER_NAMESPACE, "holder")[0]?.attrs.user;
 }
 
 /** Our XML namespace inside libvirt's `<metadata>`; the reconciler reads members by it. */
@@ -71,15 +71,9 @@ export function memberMetadata(pool: ResolvedPool, index: number): MemberMetadat
   };
 }
 
-const attrs = (values: Record<string, string | number | boolean | undefined>) =>
-  Object.entries(values)
-    .filter(([, v]) => v !== undefined)
-    .map(([k, v]) => ` ${k}="${escapeXml(String(v))}"`)
-    .join("");
-
 /** Renders the `<vmpools:member>` element libvirt stores inside the domain's `<metadata>`. */
 export function renderMetadataXml(m: MemberMetadata): string {
-  return renderElement("member", m, { pool: m.pool, cluster: m.cluster, index: m.index }, "");
+  return renderElement("member", m, { pool: m.pool, cluster: m.cluster, index: m.index });
 }
 
 /**
@@ -92,31 +86,62 @@ export function renderMetadataXml(m: MemberMetadata): string {
 export function renderPolicyDocument(pool: ResolvedPool): string {
   const m = memberMetadata(pool, 0);
   const description = [pool.description, pool.comment].filter((s) => s.length > 0).join("\n\n");
+  // Always a text child: deployed documents carry `<vmpools:description></vmpools:description>`
+  // when it is empty, and the builder would shorten an element without children to `<…/>`.
   return renderElement(
     "pool",
     m,
     { pool: m.pool, cluster: m.cluster },
-    `<${METADATA_PREFIX}:description>${escapeXml(description)}</${METADATA_PREFIX}:description>`,
+    el(`${METADATA_PREFIX}:description`, {}, description || ""),
   );
 }
 
-function renderElement(
-  root: "member" | "pool",
-  m: MemberMetadata,
-  rootAttrs: Record<string, string | number>,
-  extra: string,
-): string {
+type Attrs = Record<string, string | number | boolean | undefined>;
+
+// The attribute order and compact form are what deployed members carry (test/core/metadata-xml).
+function renderElement(root: "member" | "pool", m: MemberMetadata, rootAttrs: Attrs, extra?: XmlElement): string {
   const p = METADATA_PREFIX;
-  return (
-    `<${p}:${root} xmlns:${p}="${METADATA_NAMESPACE}"${attrs(rootAttrs)}>` +
-    extra +
-    `<${p}:template${attrs({ name: m.templateName, version: m.templateVersion, base: m.baseImagePath, baseFormat: m.baseImageFormat, diskFormat: m.diskFormat })}/>` +
-    `<${p}:policy${attrs({ type: m.type, stateful: m.stateful, prestarted: m.prestarted, maxVmsPerUser: m.maxVmsPerUser, deleteProtection: m.deleteProtection })}/>` +
-    `<${p}:console${attrs({ spiceProxy: m.spiceProxy })}/>` +
-    `<${p}:placement${attrs({ hosts: m.allowedHosts.join(",") })}/>` +
-    `<${p}:migration${attrs({ mode: m.migrationMode, policy: m.migrationPolicy, downtimeMs: m.migrationDowntimeMs, autoConverge: m.autoConverge, compression: m.compression })}/>` +
-    `</${p}:${root}>`
+  const child = (name: string, a: Attrs) => el(`${p}:${name}`, a);
+  return buildXml(
+    el(
+      `${p}:${root}`,
+      { [`xmlns:${p}`]: METADATA_NAMESPACE, ...rootAttrs },
+      extra,
+      child("template", {
+        name: m.templateName,
+        version: m.templateVersion,
+        base: m.baseImagePath,
+        baseFormat: m.baseImageFormat,
+        diskFormat: m.diskFormat,
+      }),
+      child("policy", {
+        type: m.type,
+        stateful: m.stateful,
+        prestarted: m.prestarted,
+        maxVmsPerUser: m.maxVmsPerUser,
+        deleteProtection: m.deleteProtection,
+      }),
+      child("console", { spiceProxy: m.spiceProxy }),
+      child("placement", { hosts: m.allowedHosts.join(",") }),
+      child("migration", {
+        mode: m.migrationMode,
+        policy: m.migrationPolicy,
+        downtimeMs: m.migrationDowntimeMs,
+        autoConverge: m.autoConverge,
+        compression: m.compression,
+      }),
+    ),
   );
+}
+
+/** Our element `root` in a parsed document, and its children by local name (first of each). */
+function ourElement(doc: XmlElement | undefined, root: "member" | "pool") {
+  const e = doc && elementsInNamespace(doc, METADATA_NAMESPACE, root)[0];
+  if (!e) return undefined;
+  const parts = new Map<string, XmlElement>();
+  for (const c of e.children)
+    if (typeof c !== "string" && !parts.has(localName(c.name))) parts.set(localName(c.name), c);
+  return { attrs: e.attrs, part: (name: string) => parts.get(name) };
 }
 
 /**
@@ -124,19 +149,16 @@ function renderElement(
  * with any namespace prefix). Returns undefined when the element is missing or incomplete.
  */
 export function parseMetadataXml(xml: string, root: "member" | "pool" = "member"): MemberMetadata | undefined {
-  const element = (name: string): Record<string, string> | undefined => {
-    const m = new RegExp(`<(?:[A-Za-z0-9_-]+:)?${name}\\b([^>]*?)/?>`).exec(xml);
-    if (!m) return undefined;
-    const out: Record<string, string> = {};
-    for (const a of m[1]!.matchAll(/([A-Za-z_][\w.-]*(?::[\w.-]+)?)="([^"]*)"/g)) out[a[1]!] = unescapeXml(a[2]!);
-    return out;
-  };
+  // Most domains of a host are not ours: skip parsing them. Parsing costs ~85 µs a member
+  // (the regular expressions this replaced: ~35 µs; 1000 members: ~85 ms per full read), small
+  // next to the `virsh metadata` call per domain that fetches it.
   if (!xml.includes(METADATA_NAMESPACE)) return undefined;
-  const member = element(root);
-  const template = element("template");
-  const policy = element("policy");
-  const migration = element("migration");
-  if (!member || !template || !policy || !migration) return undefined;
+  const ours = ourElement(parseXml(xml), root);
+  const template = ours?.part("template")?.attrs;
+  const policy = ours?.part("policy")?.attrs;
+  const migration = ours?.part("migration")?.attrs;
+  if (!ours || !template || !policy || !migration) return undefined;
+  const member = ours.attrs;
   const num = (v: string | undefined) => (v === undefined ? undefined : Number(v));
   return {
     pool: member.pool!,
@@ -152,8 +174,8 @@ export function parseMetadataXml(xml: string, root: "member" | "pool" = "member"
     prestarted: Number(policy.prestarted),
     maxVmsPerUser: Number(policy.maxVmsPerUser),
     deleteProtection: policy.deleteProtection === "true",
-    spiceProxy: element("console")?.spiceProxy,
-    allowedHosts: (element("placement")?.hosts ?? "").split(",").filter(Boolean),
+    spiceProxy: ours.part("console")?.attrs.spiceProxy,
+    allowedHosts: (ours.part("placement")?.attrs.hosts ?? "").split(",").filter(Boolean),
     migrationMode: migration.mode!,
     migrationPolicy: migration.policy,
     migrationDowntimeMs: num(migration.downtimeMs),
@@ -172,8 +194,8 @@ export interface PolicyDocument {
 export function parsePolicyDocument(xml: string): PolicyDocument | undefined {
   const policy = parseMetadataXml(xml, "pool");
   if (!policy) return undefined;
-  const description = /<(?:[A-Za-z0-9_-]+:)?description>([^<]*)<\/(?:[A-Za-z0-9_-]+:)?description>/.exec(xml);
-  return { policy, description: unescapeXml(description?.[1] ?? "") };
+  const description = ourElement(parseXml(xml), "pool")?.part("description");
+  return { policy, description: textOf(description) ?? "" };
 }
 
 /**
