@@ -1,5 +1,9 @@
 // `vmpools`: run the reconciler (serve) or talk to it (take, return, status, detach, console).
 import { writeFileSync } from "node:fs";
+import { isIPv4, isIPv6 } from "node:net";
+import { hostname } from "node:os";
+import { parseArgs } from "node:util";
+import { parseNameMask } from "../core/naming";
 import { DomainEvents } from "./driver/events";
 import { VirshDriver } from "./driver/libvirt-driver";
 import { StateStore } from "./store/store";
@@ -7,50 +11,295 @@ import { Reconciler, type ReconcilerStatus } from "./reconciler";
 import { createApiServer } from "./api/server";
 import { TokenAuth, newToken, userNameProblem } from "./api/auth";
 import { parseConsoleOption } from "./console";
-import { hostname } from "node:os";
 
-const USAGE = `usage:
-  vmpools init [DIR] [--force]            write a cdktf app with one pool (main.ts, cdktf.json, ...)
-  vmpools serve [--uri qemu:///system] [--db /var/lib/vmpools/state.db] [--listen 127.0.0.1:8480]
-                [--tokens /etc/vmpools/tokens.json] [--console-host HOST] [--resync-seconds 30]
-  vmpools token USER [--admin]            print a new token and its tokens-file entry
-  vmpools take POOL
-  vmpools return POOL VM
-  vmpools status
-  vmpools detach POOL VM                  (admin)
-  vmpools console POOL VM [--out FILE] [--option key=value ...]
-Client commands use VMPOOLS_URL (default http://127.0.0.1:8480) and VMPOOLS_TOKEN.`;
+const DEFAULT_URL = "http://127.0.0.1:8480";
 
-export class UsageError extends Error {}
-
-interface Parsed {
-  readonly positional: string[];
-  readonly flags: Map<string, string[]>;
-}
-
-/** `--name value` and `--switch` (for names in `switches`); everything else is positional. */
-export function parseArgs(argv: readonly string[], switches: readonly string[] = []): Parsed {
-  const positional: string[] = [];
-  const flags = new Map<string, string[]>();
-  for (let i = 0; i < argv.length; i++) {
-    const a = argv[i]!;
-    if (!a.startsWith("--")) {
-      positional.push(a);
-      continue;
-    }
-    const name = a.slice(2);
-    const value = switches.includes(name) ? "true" : argv[++i];
-    if (value === undefined) throw new UsageError(`--${name} needs a value`);
-    flags.set(name, [...(flags.get(name) ?? []), value]);
+/** Wrong arguments or environment: printed with the command's usage, exit 2. */
+class UsageError extends Error {
+  constructor(
+    message: string,
+    readonly command?: string,
+  ) {
+    super(message);
   }
-  return { positional, flags };
 }
 
-const flag = (p: Parsed, name: string, fallback: string) => p.flags.get(name)?.at(-1) ?? fallback;
+interface OptionSpec {
+  readonly type: "string" | "boolean";
+  /** Placeholder for the value in help, e.g. `FILE`. */
+  readonly value?: string;
+  readonly multiple?: boolean;
+  readonly help: string;
+}
 
-function want(p: Parsed, count: number, what: string): string[] {
-  if (p.positional.length !== count) throw new UsageError(`expected ${what}`);
-  return p.positional;
+type Values = Record<string, string | boolean | string[] | undefined>;
+
+interface Command {
+  /** Positional arguments as usage shows them; `[DIR]` is optional. */
+  readonly args: readonly string[];
+  readonly summary: string;
+  readonly options: Readonly<Record<string, OptionSpec>>;
+  run(values: Values, positionals: string[]): Promise<number>;
+}
+
+const str = (values: Values, name: string, fallback: string): string =>
+  (values[name] as string | undefined) ?? fallback;
+const enc = encodeURIComponent;
+
+const COMMANDS: Readonly<Record<string, Command>> = {
+  init: {
+    args: ["[DIR]"],
+    summary: "write a cdktf app with one pool (main.ts, cdktf.json, ...) in DIR (default: here)",
+    options: { force: { type: "boolean", help: "overwrite the files an earlier init wrote" } },
+    async run(values, [dir]) {
+      // Loaded here: the other commands need none of it.
+      const { initProject } = await import("../engines/cdktf/init");
+      const r = initProject(dir ?? ".", { force: values.force === true });
+      console.log(`vmpools: wrote ${r.written.join(", ")} in ${r.dir}`);
+      console.log("next: npm install, then npx cdktf synth (needs the cdktf CLI 0.21: npm install -g cdktf-cli@0.21)");
+      return 0;
+    },
+  },
+  serve: {
+    args: [],
+    summary: "run the reconciler and its HTTP API",
+    options: {
+      uri: { type: "string", value: "URI", help: "libvirt connection (default: qemu:///system)" },
+      db: { type: "string", value: "FILE", help: "state database (default: /var/lib/vmpools/state.db)" },
+      listen: {
+        type: "string",
+        value: "ADDRESS",
+        help: "PORT, HOST:PORT or [IPv6]:PORT for the API; port 0 picks a free one (default: 127.0.0.1:8480)",
+      },
+      tokens: { type: "string", value: "FILE", help: "tokens file (default: /etc/vmpools/tokens.json)" },
+      "console-host": {
+        type: "string",
+        value: "HOST",
+        help: "host written into console files (default: the URI's host, or this machine's name)",
+      },
+      "resync-seconds": {
+        type: "string",
+        value: "N",
+        help: "full resync period, also how soon policy edits apply (default: 30)",
+      },
+      pools: {
+        type: "string",
+        value: "POOL,...",
+        multiple: true,
+        help: "manage only these pools, leaving other pools' members alone (default: every pool on the URI)",
+      },
+      "drain-seconds": {
+        type: "string",
+        value: "N",
+        help: "on SIGTERM or SIGINT, how long requests in flight may take before serve stops anyway (default: 30)",
+      },
+    },
+    run: (values) => serve(serveOptions(values)),
+  },
+  token: {
+    args: ["USER"],
+    summary: "print a new token for USER and its tokens-file entry",
+    options: { admin: { type: "boolean", help: "the admin role (return in manual pools, detach)" } },
+    async run(values, [user]) {
+      const problem = userNameProblem(user!);
+      if (problem) throw new UsageError(problem, "token");
+      const { token, entry } = newToken(user!, values.admin === true ? "admin" : "user");
+      console.log(`token (give it to ${user}, it is shown once): ${token}`);
+      console.log(`tokens-file entry: ${JSON.stringify(entry)}`);
+      return 0;
+    },
+  },
+  take: {
+    args: ["POOL"],
+    summary: "take a free VM of POOL (a prestarted one first)",
+    options: {},
+    async run(_, [pool]) {
+      const r = (await call("POST", `/v1/pools/${enc(pool!)}/take`)).json!;
+      console.log(`you have ${r.vm} from pool ${r.pool}${r.started ? " (starting)" : ""}`);
+      return 0;
+    },
+  },
+  return: {
+    args: ["POOL", "VM"],
+    summary: "give VM back to POOL (in manual pools: admin)",
+    options: {},
+    async run(_, [pool, vm]) {
+      const r = (await call("POST", `/v1/pools/${enc(pool!)}/vms/${enc(vm!)}/return`)).json!;
+      console.log(`returned ${r.vm} to pool ${r.pool}${r.reverted ? " (reverted to its base image)" : ""}`);
+      return 0;
+    },
+  },
+  status: {
+    args: [],
+    summary: "pools, members and who holds what (users see their own VMs)",
+    options: {},
+    async run() {
+      console.log(formatStatus((await call("GET", "/v1/status")).json!));
+      return 0;
+    },
+  },
+  detach: {
+    args: ["POOL", "VM"],
+    summary: "make a Down member of POOL an independent VM (admin)",
+    options: {},
+    async run(_, [pool, vm]) {
+      await call("POST", `/v1/pools/${enc(pool!)}/vms/${enc(vm!)}/detach`);
+      console.log(`detached ${vm} from pool ${pool}; it is now an independent VM`);
+      return 0;
+    },
+  },
+  console: {
+    args: ["POOL", "VM"],
+    summary: "write a virt-viewer file with a short-lived SPICE ticket for VM",
+    options: {
+      out: { type: "string", value: "FILE", help: "where to write it (default: VM.vv)" },
+      option: {
+        type: "string",
+        value: "KEY=VALUE",
+        multiple: true,
+        help: "a virt-viewer setting, e.g. fullscreen=1 (repeat for several)",
+      },
+    },
+    async run(values, [pool, vm]) {
+      const options = Object.fromEntries(
+        ((values.option as string[] | undefined) ?? []).map((kv) => {
+          const at = kv.indexOf("=");
+          if (at < 1) throw new UsageError(`--option ${kv}: use key=value`, "console");
+          return [kv.slice(0, at), parseConsoleOption(kv.slice(0, at), kv.slice(at + 1))];
+        }),
+      );
+      const body = Object.keys(options).length > 0 ? { options } : {};
+      const vv = (await call("POST", `/v1/pools/${enc(pool!)}/vms/${enc(vm!)}/console`, body)).text;
+      const out = str(values, "out", `${vm}.vv`);
+      writeFileSync(out, vv, { mode: 0o600 });
+      console.log(`console file written to ${out} (open it with remote-viewer; the ticket is short-lived)`);
+      return 0;
+    },
+  },
+  help: {
+    args: ["[COMMAND]"],
+    summary: "this text, or a command's options",
+    options: {},
+    async run(_, [name]) {
+      if (name === undefined) console.log(usage());
+      else if (Object.hasOwn(COMMANDS, name)) console.log(commandHelp(name));
+      else throw new UsageError(`unknown command ${name}`);
+      return 0;
+    },
+  },
+};
+
+function synopsis(name: string): string {
+  const c = COMMANDS[name]!;
+  const opts = Object.entries(c.options).map(
+    ([o, s]) => `[--${o}${s.value ? ` ${s.value}` : ""}${s.multiple && !s.value?.endsWith("...") ? " ..." : ""}]`,
+  );
+  return ["vmpools", name, ...c.args, ...opts].join(" ");
+}
+
+function usage(): string {
+  const lines = Object.keys(COMMANDS).map((name) => `  vmpools ${name} ${COMMANDS[name]!.args.join(" ")}`.trimEnd());
+  const width = Math.max(...lines.map((l) => l.length)) + 2;
+  return [
+    "usage:",
+    ...lines.map((l, i) => l.padEnd(width) + COMMANDS[Object.keys(COMMANDS)[i]!]!.summary),
+    `Client commands use VMPOOLS_URL (default ${DEFAULT_URL}) and VMPOOLS_TOKEN.`,
+    "vmpools help COMMAND (or vmpools COMMAND --help) lists a command's options.",
+  ].join("\n");
+}
+
+function commandHelp(name: string): string {
+  const c = COMMANDS[name]!;
+  const rows: [string, string][] = Object.entries(c.options).map(([o, s]) => [
+    `--${o}${s.value ? ` ${s.value}` : ""}`,
+    s.help,
+  ]);
+  rows.push(["-h, --help", "this text"]);
+  const width = Math.max(...rows.map(([l]) => l.length)) + 2;
+  return [`usage: ${synopsis(name)}`, c.summary, ...rows.map(([l, h]) => `  ${l.padEnd(width)}${h}`)].join("\n");
+}
+
+/**
+ * One command's arguments through node:util's parseArgs, strictly. The tokens of a lenient
+ * pass name the offending argument in words of this CLI (parseArgs' own messages talk about
+ * "positional arguments" and quoting); the strict pass then has nothing left to refuse.
+ */
+function parseCommand(name: string, argv: string[]): { values: Values; positionals: string[]; help: boolean } {
+  const c = COMMANDS[name]!;
+  const options = { ...c.options, help: { type: "boolean", short: "h" } } as const;
+  const { tokens } = parseArgs({ args: argv, options, allowPositionals: true, strict: false, tokens: true });
+  if (tokens.some((t) => t.kind === "option" && t.name === "help")) return { values: {}, positionals: [], help: true };
+  const names = Object.keys(c.options).map((o) => `--${o}`);
+  for (const t of tokens) {
+    if (t.kind !== "option") continue;
+    const spec = c.options[t.name];
+    if (!spec) {
+      const takes = names.length > 0 ? `takes ${names.join(", ")}` : "takes no options";
+      throw new UsageError(`unknown option ${t.rawName} (${name} ${takes})`, name);
+    }
+    if (spec.type === "boolean" && t.value !== undefined) throw new UsageError(`${t.rawName} takes no value`, name);
+    if (spec.type === "string" && t.value === undefined) throw new UsageError(`${t.rawName} needs a value`, name);
+    if (spec.type === "string" && !t.inlineValue && t.value!.startsWith("-")) {
+      throw new UsageError(
+        `${t.rawName} needs a value (for one that starts with -, write ${t.rawName}=${t.value})`,
+        name,
+      );
+    }
+  }
+  let parsed: { values: Values; positionals: string[] };
+  try {
+    parsed = parseArgs({ args: argv, options, allowPositionals: true, strict: true });
+  } catch (e) {
+    throw new UsageError((e as Error).message, name);
+  }
+  const required = c.args.filter((a) => !a.startsWith("[")).length;
+  const got = parsed.positionals;
+  if (got.length < required || got.length > c.args.length) {
+    const given =
+      got.length === 0 ? "" : `, got ${got.length} argument${got.length === 1 ? "" : "s"}: ${got.join(" ")}`;
+    const expected =
+      c.args.length === 0
+        ? `takes no arguments, got ${got.length}: ${got.join(" ")}`
+        : `expected ${c.args.join(" ")}${given}`;
+    throw new UsageError(expected, name);
+  }
+  return { ...parsed, help: false };
+}
+
+// --- client ------------------------------------------------------------------------------------
+
+/** VMPOOLS_URL, checked; printed without a password. */
+function apiBase(token: string): URL {
+  const raw = process.env.VMPOOLS_URL || DEFAULT_URL;
+  const example = `set VMPOOLS_URL to the API's address, e.g. VMPOOLS_URL=${DEFAULT_URL}`;
+  // Swapped variables would print the token in the next message.
+  if (raw === token) throw new UsageError(`VMPOOLS_URL holds your token (the value of VMPOOLS_TOKEN); ${example}`);
+  let url: URL | undefined;
+  try {
+    url = new URL(raw);
+  } catch {
+    url = undefined;
+  }
+  const shown = url?.password ? url.href.replace(`:${url.password}@`, ":<redacted>@") : raw;
+  if (!url || (url.protocol !== "http:" && url.protocol !== "https:")) {
+    throw new UsageError(`VMPOOLS_URL ${shown} is not an http:// or https:// URL; ${example}`);
+  }
+  if (url.username || url.password) {
+    throw new UsageError(`VMPOOLS_URL ${shown} carries a user name or password; the API takes VMPOOLS_TOKEN instead`);
+  }
+  return url;
+}
+
+/** Why a request did not reach the API, from undici's cause (`fetch failed` says nothing). */
+function unreachable(e: unknown): string {
+  const cause = (e as { cause?: { code?: string; message?: string } }).cause;
+  const code = cause?.code ?? "";
+  if (code === "ECONNREFUSED") return "connection refused";
+  if (code === "ENOTFOUND" || code === "EAI_AGAIN") return "host not found";
+  if (code === "ETIMEDOUT" || code === "UND_ERR_CONNECT_TIMEOUT") return "timed out";
+  if (code === "ECONNRESET" || code === "UND_ERR_SOCKET") return "the connection was closed";
+  if (code === "EHOSTUNREACH" || code === "ENETUNREACH") return "no route to the host";
+  return cause?.message ?? (e as Error).message;
 }
 
 async function call(
@@ -58,23 +307,40 @@ async function call(
   path: string,
   body?: unknown,
 ): Promise<{ status: number; text: string; json?: Record<string, unknown> }> {
-  const base = process.env.VMPOOLS_URL ?? "http://127.0.0.1:8480";
   const token = process.env.VMPOOLS_TOKEN;
   if (!token)
     throw new UsageError("set VMPOOLS_TOKEN to your API token (an admin creates one with: vmpools token USER)");
-  const res = await fetch(new URL(path, base), {
-    method,
-    headers: { authorization: `Bearer ${token}`, "content-type": "application/json" },
-    body: body === undefined ? undefined : JSON.stringify(body),
-  });
+  const base = apiBase(token);
+  // Relative to the base's path, so an API behind a proxy prefix (https://h/vmpools/) works.
+  const url = new URL(base.pathname.replace(/\/$/, "") + path, base);
+  let res: Response;
+  try {
+    res = await fetch(url, {
+      method,
+      headers: { authorization: `Bearer ${token}`, "content-type": "application/json" },
+      body: body === undefined ? undefined : JSON.stringify(body),
+    });
+  } catch (e) {
+    throw new Error(
+      `cannot reach the vmpools API at ${base.href} (${unreachable(e)}): is vmpools serve running there? ` +
+        `Start it, or set VMPOOLS_URL to its address`,
+    );
+  }
   const text = await res.text();
   let json: Record<string, unknown> | undefined;
-  if (res.headers.get("content-type")?.startsWith("application/json")) json = JSON.parse(text);
-  if (!res.ok) throw new Error(`${json?.message ?? text} (HTTP ${res.status}${json?.error ? `, ${json.error}` : ""})`);
+  if (res.headers.get("content-type")?.startsWith("application/json")) {
+    try {
+      json = JSON.parse(text);
+    } catch {
+      throw new Error(`the API at ${base.href} answered HTTP ${res.status} with malformed JSON`);
+    }
+  }
+  if (!res.ok) {
+    const message = json?.message ?? (text.length > 200 ? `${text.slice(0, 197)}...` : text);
+    throw new Error(`${message} (HTTP ${res.status}${json?.error ? `, ${json.error}` : ""})`);
+  }
   return { status: res.status, text, json };
 }
-
-const enc = encodeURIComponent;
 
 /** Human-readable status: one block per pool, then who holds what. */
 export function formatStatus(status: ReconcilerStatus | Record<string, unknown>): string {
@@ -96,38 +362,118 @@ export function formatStatus(status: ReconcilerStatus | Record<string, unknown>)
   return lines.join("\n");
 }
 
+// --- serve -------------------------------------------------------------------------------------
+
 /** Where viewers reach the hypervisor's SPICE ports: the URI's host, or this machine for local URIs. */
 export function consoleHostOf(uri: string): string {
   const host = /^[a-z0-9+]+:\/\/(?:[^@/]*@)?(\[[^\]]+\]|[^:/]+)/.exec(uri)?.[1];
   return host ?? hostname();
 }
 
-async function serve(p: Parsed): Promise<void> {
-  // Also how soon a deployed policy edit takes effect: libvirt has no volume events.
-  const resync = flag(p, "resync-seconds", "30");
-  if (!/^[1-9][0-9]{0,4}$/.test(resync)) {
-    throw new UsageError(`--resync-seconds ${resync}: give whole seconds from 1 to 99999, e.g. --resync-seconds 10`);
+const HOST_NAME =
+  /^(?=.{1,253}$)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$/;
+
+/** `PORT` (on loopback), `HOST:PORT` or `[IPv6]:PORT`. */
+export function parseListen(value: string): { host: string; port: number } {
+  const refuse = (hint = "") =>
+    new UsageError(
+      `--listen ${value}: give PORT, HOST:PORT or [IPv6]:PORT with a port from 0 to 65535, e.g. --listen 127.0.0.1:8480${hint}`,
+      "serve",
+    );
+  const m = /^(?:(?:\[([^\]]*)\]|([^:[\]]+)):)?(\d{1,5})$/.exec(value);
+  if (!m) {
+    const bareV6 = isIPv6(value.replace(/:\d+$/, ""));
+    throw refuse(bareV6 ? "; write IPv6 addresses in brackets, e.g. [::1]:8480" : "");
   }
-  const uri = flag(p, "uri", "qemu:///system");
-  const [host, port] = flag(p, "listen", "127.0.0.1:8480").split(/:(?=\d+$)/);
-  const auth = TokenAuth.fromFile(flag(p, "tokens", "/etc/vmpools/tokens.json"));
-  const store = StateStore.open(flag(p, "db", "/var/lib/vmpools/state.db"));
-  const driver = new VirshDriver({ uri });
-  const events = new DomainEvents({ uri });
+  const [, v6, host, port] = m;
+  if (Number(port) > 65535) throw refuse();
+  if (v6 !== undefined && !isIPv6(v6)) throw refuse();
+  if (host !== undefined && !isIPv4(host) && !HOST_NAME.test(host)) throw refuse();
+  return { host: v6 ?? host ?? "127.0.0.1", port: Number(port) };
+}
+
+/** `--pools` values (each a comma-separated list), every name checked as the constructs check it. */
+function parsePools(values: readonly string[]): string[] {
+  const names: string[] = [];
+  for (const value of values) {
+    for (const name of value.split(",")) {
+      const problem =
+        name === "" ? "an empty pool name" : names.includes(name) ? `"${name}" is listed twice` : undefined;
+      const mask = problem ?? parseNameMask(name);
+      if (typeof mask === "string") {
+        const what = problem ?? `"${name}": ${mask}`;
+        throw new UsageError(
+          `--pools ${value}: ${what}; separate pool names with commas, e.g. --pools Desk-??,Lab`,
+          "serve",
+        );
+      }
+      names.push(name);
+    }
+  }
+  return names;
+}
+
+function seconds(values: Values, name: string, fallback: string, min: number, max: number, example: number): number {
+  const text = str(values, name, fallback);
+  const n = /^[0-9]{1,5}$/.test(text) ? Number(text) : NaN;
+  if (!(n >= min && n <= max)) {
+    throw new UsageError(
+      `--${name} ${text}: give whole seconds from ${min} to ${max}, e.g. --${name} ${example}`,
+      "serve",
+    );
+  }
+  return n;
+}
+
+interface ServeOptions {
+  readonly uri: string;
+  readonly db: string;
+  readonly listen: { readonly host: string; readonly port: number };
+  readonly tokens: string;
+  readonly consoleHost: string;
+  readonly resyncSeconds: number;
+  readonly pools?: readonly string[];
+  readonly drainSeconds: number;
+}
+
+/** Every value checked before serve opens anything. */
+function serveOptions(values: Values): ServeOptions {
+  const uri = str(values, "uri", "qemu:///system");
+  const pools = values.pools as string[] | undefined;
+  return {
+    uri,
+    db: str(values, "db", "/var/lib/vmpools/state.db"),
+    listen: parseListen(str(values, "listen", "127.0.0.1:8480")),
+    tokens: str(values, "tokens", "/etc/vmpools/tokens.json"),
+    consoleHost: str(values, "console-host", consoleHostOf(uri)),
+    // Also how soon a deployed policy edit takes effect: libvirt has no volume events.
+    resyncSeconds: seconds(values, "resync-seconds", "30", 1, 99999, 10),
+    pools: pools && parsePools(pools),
+    drainSeconds: seconds(values, "drain-seconds", "30", 0, 3600, 30),
+  };
+}
+
+async function serve(o: ServeOptions): Promise<number> {
+  const { host, port } = o.listen;
+  const auth = TokenAuth.fromFile(o.tokens);
+  const store = StateStore.open(o.db);
+  const driver = new VirshDriver({ uri: o.uri });
+  const events = new DomainEvents({ uri: o.uri });
   const reconciler = new Reconciler({
     driver,
     events,
     store,
     retry: { maxAttempts: 5, baseDelayMs: 500 },
-    resyncIntervalMs: Number(resync) * 1000,
-    consoleHost: flag(p, "console-host", consoleHostOf(uri)),
+    resyncIntervalMs: o.resyncSeconds * 1000,
+    consoleHost: o.consoleHost,
+    onlyPools: o.pools,
   });
   reconciler.on("failure", (f) => console.error(`vmpools: ${f.context}${f.vm ? ` ${f.vm}` : ""}: ${f.error.message}`));
   reconciler.on("activity", (a) => console.log(`vmpools: ${a.kind} ${a.pool}/${a.vm}${a.user ? ` (${a.user})` : ""}`));
   await reconciler.start();
   const server = createApiServer(reconciler, auth);
-  await new Promise<void>((resolve) => server.listen(Number(port), host, resolve));
-  console.log(`vmpools: reconciling ${uri}, API on http://${host}:${port}`);
+  await new Promise<void>((resolve) => server.listen(port, host, resolve));
+  console.log(`vmpools: reconciling ${o.uri}, API on http://${host}:${port}`);
   const stop = async () => {
     server.close();
     await reconciler.stop();
@@ -138,86 +484,30 @@ async function serve(p: Parsed): Promise<void> {
   };
   process.once("SIGTERM", stop);
   process.once("SIGINT", stop);
+  return 0;
 }
 
 export async function main(argv: readonly string[]): Promise<number> {
-  const [command, ...rest] = argv;
+  const [first, ...rest] = argv;
+  let name: string | undefined;
   try {
-    switch (command) {
-      case "init": {
-        const p = parseArgs(rest, ["force"]);
-        const unknown = [...p.flags.keys()].filter((f) => f !== "force");
-        if (unknown.length > 0) throw new UsageError(`init: unknown option --${unknown[0]} (init takes --force)`);
-        if (p.positional.length > 1) throw new UsageError(`init takes at most one DIR, got ${p.positional.join(" ")}`);
-        // Loaded here: the other commands need none of it.
-        const { initProject } = await import("../engines/cdktf/init");
-        const r = initProject(p.positional[0] ?? ".", { force: p.flags.has("force") });
-        console.log(`vmpools: wrote ${r.written.join(", ")} in ${r.dir}`);
-        console.log(
-          "next: npm install, then npx cdktf synth (needs the cdktf CLI 0.21: npm install -g cdktf-cli@0.21)",
-        );
-        return 0;
-      }
-      case "serve":
-        await serve(parseArgs(rest));
-        return 0;
-      case "token": {
-        const p = parseArgs(rest, ["admin"]);
-        const unknown = [...p.flags.keys()].filter((f) => f !== "admin");
-        if (unknown.length > 0) throw new UsageError(`token: unknown option --${unknown[0]} (token takes --admin)`);
-        const [user] = want(p, 1, "USER");
-        const problem = userNameProblem(user!);
-        if (problem) throw new UsageError(`token: ${problem}`);
-        const { token, entry } = newToken(user!, p.flags.has("admin") ? "admin" : "user");
-        console.log(`token (give it to ${user}, it is shown once): ${token}`);
-        console.log(`tokens-file entry: ${JSON.stringify(entry)}`);
-        return 0;
-      }
-      case "take": {
-        const [pool] = want(parseArgs(rest), 1, "POOL");
-        const r = (await call("POST", `/v1/pools/${enc(pool!)}/take`)).json!;
-        console.log(`you have ${r.vm} from pool ${r.pool}${r.started ? " (starting)" : ""}`);
-        return 0;
-      }
-      case "return": {
-        const [pool, vm] = want(parseArgs(rest), 2, "POOL VM");
-        const r = (await call("POST", `/v1/pools/${enc(pool!)}/vms/${enc(vm!)}/return`)).json!;
-        console.log(`returned ${r.vm} to pool ${r.pool}${r.reverted ? " (reverted to its base image)" : ""}`);
-        return 0;
-      }
-      case "detach": {
-        const [pool, vm] = want(parseArgs(rest), 2, "POOL VM");
-        await call("POST", `/v1/pools/${enc(pool!)}/vms/${enc(vm!)}/detach`);
-        console.log(`detached ${vm} from pool ${pool}; it is now an independent VM`);
-        return 0;
-      }
-      case "status":
-        want(parseArgs(rest), 0, "no arguments");
-        console.log(formatStatus((await call("GET", "/v1/status")).json!));
-        return 0;
-      case "console": {
-        const p = parseArgs(rest);
-        const [pool, vm] = want(p, 2, "POOL VM");
-        const options = Object.fromEntries(
-          (p.flags.get("option") ?? []).map((kv) => {
-            const at = kv.indexOf("=");
-            if (at < 1) throw new UsageError(`--option ${kv}: use key=value`);
-            return [kv.slice(0, at), parseConsoleOption(kv.slice(0, at), kv.slice(at + 1))];
-          }),
-        );
-        const body = Object.keys(options).length > 0 ? { options } : {};
-        const vv = (await call("POST", `/v1/pools/${enc(pool!)}/vms/${enc(vm!)}/console`, body)).text;
-        const out = flag(p, "out", `${vm}.vv`);
-        writeFileSync(out, vv, { mode: 0o600 });
-        console.log(`console file written to ${out} (open it with remote-viewer; the ticket is short-lived)`);
-        return 0;
-      }
-      default:
-        throw new UsageError(command ? `unknown command ${command}` : "no command");
+    if (first === undefined) throw new UsageError("no command");
+    if (first === "--help" || first === "-h") return await COMMANDS.help!.run({}, []);
+    if (first.startsWith("-")) throw new UsageError(`expected a command first, got ${first}`);
+    if (!Object.hasOwn(COMMANDS, first)) throw new UsageError(`unknown command ${first}`);
+    name = first;
+    const { values, positionals, help } = parseCommand(first, rest);
+    if (help) {
+      console.log(commandHelp(first));
+      return 0;
     }
+    return await COMMANDS[first]!.run(values, positionals);
   } catch (e) {
     if (e instanceof UsageError) {
-      console.error(`vmpools: ${e.message}\n${USAGE}`);
+      const command = e.command ?? name;
+      const prefix = command && command !== "help" ? `${command}: ` : "";
+      const text = command && command !== "help" ? `usage: ${synopsis(command)}` : usage();
+      console.error(`vmpools: ${prefix}${e.message}\n${text}`);
       return 2;
     }
     console.error(`vmpools: ${(e as Error).message}`);
