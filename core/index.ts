@@ -2,6 +2,7 @@ export * from "./spec";
 export * from "./errors";
 export * from "./naming";
 export * from "./plan";
+export * from "./domain";
 export * from "./metadata";
 export * from "./placement";
 export type { ResolvedPool } from "./resolved";

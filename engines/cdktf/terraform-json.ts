@@ -1,4 +1,12 @@
-import { configDiskOf, systemDiskOf, type DiskPlan, type VmPlan } from "../../core";
+import {
+  configDiskOf,
+  describeDomain,
+  LIBVIRT_DEFAULT_LIFECYCLE,
+  systemDiskOf,
+  type DomainDescription,
+  type DomainDisk,
+  type VmPlan,
+} from "../../core";
 
 /** A Terraform JSON value as written to a `.tf.json` file. */
 export type Json = string | number | boolean | null | readonly Json[] | { readonly [key: string]: Json | undefined };
@@ -34,11 +42,9 @@ const LIFECYCLE = {
   protected: { ignore_changes: "all", prevent_destroy: true },
   unprotected: { ignore_changes: "all", prevent_destroy: false },
 } as const;
-const OS_TYPE = "hvm";
 const SM_BIOS = { mode: "sysinfo" } as const;
 const FEATURES = { acpi: true } as const;
 const VIDEOS = [{ model: { type: "qxl", primary: "yes" } }] as const;
-const CHANNELS = [{ source: { spice_vmc: true }, target: { virt_io: { name: "com.redhat.spice.0" } } }] as const;
 const SERIALS = [{ target: { port: 0 } }] as const;
 const CONSOLES = [{ target: { type: "serial", port: 0 } }] as const;
 const RAW_TARGET = { format: { type: "raw" } } as const;
@@ -84,76 +90,96 @@ export function memberJson(m: VmPlan, ids: MemberIds, ctx: MemberContext): Membe
     };
   }
 
-  const disk = (d: DiskPlan, id: string): JsonObject => ({
-    device: d.device,
-    read_only: d.readOnly || undefined,
-    source: { volume: { pool: `\${libvirt_volume.${id}.pool}`, volume: `\${libvirt_volume.${id}.name}` } },
-    driver: { name: "qemu", type: d.format },
-    target: { dev: d.targetDev, bus: d.bus },
-    boot: d.bootOrder === undefined ? undefined : { order: d.bootOrder },
-  });
-  const boot = m.directKernelBoot;
-  const domain: JsonObject = {
+  const domain = domainJson(describeDomain(m, { withConfigMedia: withMedia }), ids, {
     provider: ctx.provider,
     lifecycle,
-    name: m.name,
-    type: m.domainType,
-    description: m.description || undefined,
-    memory: m.memoryMiB,
+  });
+  return { libvirt_volume: volumes, libvirt_domain: { [ids.domain]: domain } };
+}
+
+/**
+ * A domain description as the provider's `libvirt_domain` attributes. Values equal to libvirt's
+ * defaults that the provider leaves out are left out here too (lifecycle actions, cell ids),
+ * which keeps the JSON of deployed stacks byte for byte what it was (test/engines/cdktf,
+ * pool-file-golden). `head` (provider, lifecycle) comes first, as in the files written so far.
+ */
+function domainJson(d: DomainDescription, ids: MemberIds, head: JsonObject): JsonObject {
+  const dev = d.devices;
+  const disk = (k: DomainDisk): JsonObject => {
+    const id = k.role === "system" ? ids.system : ids.media;
+    return {
+      device: k.device,
+      read_only: k.readOnly || undefined,
+      source: { volume: { pool: `\${libvirt_volume.${id}.pool}`, volume: `\${libvirt_volume.${id}.name}` } },
+      driver: { name: k.driver.name, type: k.driver.type },
+      target: { dev: k.target.dev, bus: k.target.bus },
+      boot: k.bootOrder === undefined ? undefined : { order: k.bootOrder },
+    };
+  };
+  const lifecycle = d.lifecycle;
+  const only = <T>(value: T, libvirtDefault: T) => (value === libvirtDefault ? undefined : value);
+  return {
+    ...head,
+    name: d.name,
+    type: d.type,
+    description: d.description,
+    memory: d.memoryMiB,
     memory_unit: "MiB",
-    vcpu: m.vcpus,
-    cpu:
-      m.cpuMode || m.numaCells.length > 0
-        ? {
-            mode: m.cpuMode,
-            numa:
-              m.numaCells.length > 0
-                ? { cell: m.numaCells.map((c) => ({ cpus: c.cpus, memory: c.memoryMiB, unit: "MiB" })) }
-                : undefined,
-          }
-        : undefined,
-    numa_tune: m.numaTune && {
-      memory: { mode: m.numaTune.mode, nodeset: m.numaTune.nodeset },
-      mem_nodes:
-        m.numaTune.memNodes.length > 0
-          ? m.numaTune.memNodes.map((n) => ({ cell_id: n.cellId, mode: n.mode, nodeset: n.nodeset }))
+    vcpu: d.vcpus,
+    cpu: d.cpu && {
+      mode: d.cpu.mode,
+      numa:
+        d.cpu.numaCells.length > 0
+          ? { cell: d.cpu.numaCells.map((c) => ({ cpus: c.cpus, memory: c.memoryMiB, unit: "MiB" })) }
           : undefined,
     },
+    numa_tune: d.numaTune && {
+      memory: { mode: d.numaTune.memory.mode, nodeset: d.numaTune.memory.nodeset },
+      mem_nodes:
+        d.numaTune.memNodes.length > 0
+          ? d.numaTune.memNodes.map((n) => ({ cell_id: n.cellId, mode: n.mode, nodeset: n.nodeset }))
+          : undefined,
+    },
+    on_poweroff: only(lifecycle.onPoweroff, LIBVIRT_DEFAULT_LIFECYCLE.onPoweroff),
+    on_reboot: only(lifecycle.onReboot, LIBVIRT_DEFAULT_LIFECYCLE.onReboot),
+    on_crash: only(lifecycle.onCrash, LIBVIRT_DEFAULT_LIFECYCLE.onCrash),
     os: {
-      type: OS_TYPE,
-      type_machine: m.machine,
+      type: d.os.type,
+      type_machine: d.os.machine,
       sm_bios: SM_BIOS,
-      kernel: boot?.kernelPath,
-      initrd: boot?.initrdPath,
-      cmdline: boot?.cmdline || undefined,
+      kernel: d.os.kernel?.path,
+      initrd: d.os.kernel?.initrd,
+      cmdline: d.os.kernel?.cmdline,
     },
     features: FEATURES,
-    sys_info: [{ smbios: { oem_strings: { entry: m.oemStrings } } }],
+    sys_info: [{ smbios: { oem_strings: { entry: d.sysinfo.oemStrings } } }],
     devices: {
-      disks: [disk(system, ids.system), ...(withMedia ? [disk(config, ids.media)] : [])],
-      interfaces: m.nics.map((n) => ({ source: { network: { network: n.network } }, model: { type: n.model } })),
+      disks: dev.disks.map(disk),
+      interfaces: dev.interfaces.map((n) => ({
+        source: { network: { network: n.network } },
+        model: { type: n.model },
+      })),
       graphics: [
         {
           spice: {
-            auto_port: true,
-            listen: m.graphics.listen,
-            // Locks the console until the reconciler issues a user a short-lived ticket: a random
-            // value set once at creation, already expired. The provider does not mark passwd
-            // sensitive; Terraform's sensitive() keeps it out of plan output.
+            auto_port: dev.graphics.autoPort,
+            listen: dev.graphics.listen,
+            // The console lock (see CONSOLE_LOCKED_UNTIL): a random value set once at creation,
+            // already expired. The provider does not mark passwd sensitive; Terraform's
+            // sensitive() keeps it out of plan output.
             passwd: "${sensitive(uuid())}",
-            passwd_valid_to: "1970-01-01T00:00:00",
+            passwd_valid_to: dev.graphics.lock.passwdValidTo,
           },
         },
       ],
       videos: VIDEOS,
-      channels: CHANNELS,
+      channels: dev.channels.map((c) => ({ source: { spice_vmc: true }, target: { virt_io: { name: c.name } } })),
       serials: SERIALS,
       consoles: CONSOLES,
     },
     // The policy at creation: the reconciler's fallback while no policy volume is readable.
-    metadata: { xml: m.metadataXml },
+    metadata: { xml: d.metadataXml },
     // Power state belongs to the reconciler.
     running: false,
   };
-  return { libvirt_volume: volumes, libvirt_domain: { [ids.domain]: domain } };
 }
