@@ -7,6 +7,8 @@ export interface XmlElement {
   readonly name: string;
   readonly attrs: Readonly<Record<string, string>>;
   readonly children: readonly XmlNode[];
+  /** Where the element is in the text it was parsed from, with `parseXml(…, { spans: true })`. */
+  readonly span?: { readonly start: number; readonly end: number };
 }
 /** An element or a run of text. */
 export type XmlNode = XmlElement | string;
@@ -32,7 +34,7 @@ const COMMON = {
   suppressBooleanAttributes: false,
 } as const;
 
-const parser = new XMLParser({
+const PARSER_OPTIONS = {
   ...COMMON,
   parseAttributeValue: false,
   parseTagValue: false,
@@ -44,14 +46,20 @@ const parser = new XMLParser({
   processEntities: false,
   attributeValueProcessor: (_: string, value: string) => unescapeXml(value),
   tagValueProcessor: (_: string, value: string) => unescapeXml(value),
-});
+};
+const parser = new XMLParser(PARSER_OPTIONS);
+const spanParser = new XMLParser({ ...PARSER_OPTIONS, captureMetaData: true });
+const META = XMLParser.getMetaDataSymbol();
 
-// An element without children is written `<x/>`, one whose only child is empty text `<x></x>`
-// (deployed policy documents carry `<vmpools:description></vmpools:description>`). The builder
-// decides that by tag name (`unpairedTags`), so there is one builder per set of childless names,
-// kept: a program writes a handful of document shapes.
-const builders = new Map<string, XMLBuilder>();
-function builderFor(root: XmlElement, pretty: boolean): XMLBuilder {
+// Compact output is for documents whose bytes matter: there an element without children is
+// written `<x/>` and one whose only child is empty text `<x></x>` (deployed policy documents
+// carry `<vmpools:description></vmpools:description>`, and their hash replaces volumes). The
+// builder decides that by tag name (`unpairedTags`), so names that occur both ways are written
+// as pairs; one builder per set of names, kept (a program writes a handful of shapes).
+// Pretty output (libvirt domain XML, read by libvirt only) writes every empty element `<x/>`.
+const prettyBuilder = new XMLBuilder({ ...COMMON, suppressEmptyNode: true, format: true, indentBy: "  " });
+const compactBuilders = new Map<string, XMLBuilder>();
+function compactBuilderFor(root: XmlElement): XMLBuilder {
   const childless = new Set<string>();
   const withChildren = new Set<string>();
   const walk = (e: XmlElement) => {
@@ -60,22 +68,16 @@ function builderFor(root: XmlElement, pretty: boolean): XMLBuilder {
   };
   walk(root);
   const unpaired = [...childless].filter((n) => !withChildren.has(n)).sort();
-  const key = `${pretty}\u0000${unpaired.join("\u0000")}`;
-  let b = builders.get(key);
+  const key = unpaired.join("\u0000");
+  let b = compactBuilders.get(key);
   if (!b) {
-    b = new XMLBuilder({
-      ...COMMON,
-      unpairedTags: unpaired,
-      suppressUnpairedNode: false,
-      format: pretty,
-      indentBy: "  ",
-    });
-    builders.set(key, b);
+    b = new XMLBuilder({ ...COMMON, unpairedTags: unpaired, suppressUnpairedNode: false, format: false });
+    compactBuilders.set(key, b);
   }
   return b;
 }
 
-function fromOrdered(nodes: readonly Ordered[]): XmlNode[] {
+function fromOrdered(nodes: readonly Ordered[], spans: boolean): XmlNode[] {
   const out: XmlNode[] = [];
   for (const n of nodes) {
     if ("#text" in n) {
@@ -86,7 +88,13 @@ function fromOrdered(nodes: readonly Ordered[]): XmlNode[] {
     // Processing instructions (`?xml`) and comments are not content.
     if (name === undefined || name.startsWith("?") || name.startsWith("!")) continue;
     const attrs = (n[":@"] as Record<string, string> | undefined) ?? {};
-    out.push({ name, attrs, children: fromOrdered(n[name] as Ordered[]) });
+    const children = fromOrdered(n[name] as Ordered[], spans);
+    const meta = spans ? (n[META as never] as { startIndex: number; endIndex: number } | undefined) : undefined;
+    out.push(
+      meta
+        ? { name, attrs, children, span: { start: meta.startIndex, end: meta.endIndex } }
+        : { name, attrs, children },
+    );
   }
   return out;
 }
@@ -101,11 +109,16 @@ function toOrdered(nodes: readonly XmlNode[]): Ordered[] {
   );
 }
 
-/** The document's root element, or undefined when the text is not well-formed XML. */
-export function parseXml(xml: string): XmlElement | undefined {
+/**
+ * The document's root element, or undefined when the text is not XML. Not a validator: libvirt's
+ * output is well-formed, and checking it first doubles the cost. `spans` records where each
+ * element is in `xml`, to hand an element back exactly as it was written.
+ */
+export function parseXml(xml: string, options: { readonly spans?: boolean } = {}): XmlElement | undefined {
   let nodes: XmlNode[];
   try {
-    nodes = fromOrdered(parser.parse(xml) as Ordered[]);
+    const spans = options.spans ?? false;
+    nodes = fromOrdered((spans ? spanParser : parser).parse(xml) as Ordered[], spans);
   } catch {
     return undefined;
   }
@@ -120,7 +133,7 @@ export function parseXml(xml: string): XmlElement | undefined {
  */
 export function buildXml(root: XmlElement, options: { readonly pretty?: boolean } = {}): string {
   const pretty = options.pretty ?? false;
-  const text = builderFor(root, pretty).build(toOrdered([root])) as string;
+  const text = (pretty ? prettyBuilder : compactBuilderFor(root)).build(toOrdered([root])) as string;
   return pretty ? `${text.replace(/^\n/, "")}\n` : text;
 }
 

@@ -1,5 +1,7 @@
-import type { DiskPlan, VmPlan } from "../../core/plan";
-import { escapeXml } from "../../core/xml";
+import { randomBytes } from "node:crypto";
+import { describeDomain, type DomainDescription, type DomainDisk } from "../../core/domain";
+import type { VmPlan } from "../../core/plan";
+import { buildXml, el, parseXml, type XmlElement } from "../../core/xml";
 
 export interface DirectKernelBoot {
   readonly kernelPath: string;
@@ -12,117 +14,123 @@ export interface RenderDomainOptions {
   readonly storagePool: string;
   /** Overrides the plan's domain type, e.g. "test" for libvirt's test hypervisor. @default vm.domainType */
   readonly domainType?: "kvm" | "qemu" | "test";
-  /** Boot this kernel instead of the disks (the tests' tiny guest). @default undefined: boot from disk */
+  /** Boot this kernel instead of what the plan boots (the tests' tiny guest). @default the plan's */
   readonly directKernelBoot?: DirectKernelBoot;
   /** Write the serial console to this file. @default undefined: a pty */
   readonly serialLogPath?: string;
   /** Leave out the NICs, for hosts that lack the plan's network. @default false */
   readonly withoutNetwork?: boolean;
   /**
-   * SPICE password that locks the console until the reconciler issues a ticket (it is rendered
-   * already expired). Pass a random value per member; omitted, the console is open.
-   * @default undefined
+   * The console lock's SPICE password (rendered already expired, as every engine does; the
+   * reconciler issues tickets). Pass one to get the same bytes for the same plan.
+   * @default a random value per call: the console is never open
    */
   readonly lockedSpicePassword?: string;
 }
 
-const attr = (name: string, value: string | number | undefined) =>
-  value === undefined ? "" : ` ${name}="${escapeXml(String(value))}"`;
-
-function diskXml(d: DiskPlan, storagePool: string): string {
-  return (
-    `    <disk type="volume" device="${d.device}">\n` +
-    `      <driver name="qemu" type="${d.format}"/>\n` +
-    `      <source${attr("pool", storagePool)}${attr("volume", d.volumeName)}/>\n` +
-    `      <target${attr("dev", d.targetDev)}${attr("bus", d.bus)}/>\n` +
-    (d.bootOrder === undefined ? "" : `      <boot order="${d.bootOrder}"/>\n`) +
-    (d.readOnly ? "      <readonly/>\n" : "") +
-    `    </disk>\n`
+function diskXml(d: DomainDisk, storagePool: string): XmlElement {
+  return el(
+    "disk",
+    { type: "volume", device: d.device },
+    el("driver", { name: d.driver.name, type: d.driver.type }),
+    el("source", { pool: storagePool, volume: d.volume }),
+    el("target", { dev: d.target.dev, bus: d.target.bus }),
+    d.bootOrder !== undefined && el("boot", { order: d.bootOrder }),
+    d.readOnly && el("readonly"),
   );
 }
 
-function cpuXml(vm: VmPlan): string {
-  if (!vm.cpuMode && vm.numaCells.length === 0) return "";
-  const cells = vm.numaCells
-    .map((c, id) => `      <cell id="${id}"${attr("cpus", c.cpus)} memory="${c.memoryMiB}" unit="MiB"/>\n`)
-    .join("");
-  const numa = cells ? `    <numa>\n${cells}    </numa>\n` : "";
-  return `  <cpu${attr("mode", vm.cpuMode)}>\n${numa}  </cpu>\n`;
-}
-
-function numaTuneXml(vm: VmPlan): string {
-  if (!vm.numaTune) return "";
-  const nodes = vm.numaTune.memNodes
-    .map((n) => `    <memnode cellid="${n.cellId}" mode="${n.mode}"${attr("nodeset", n.nodeset)}/>\n`)
-    .join("");
-  return `  <numatune>\n    <memory mode="${vm.numaTune.mode}"${attr("nodeset", vm.numaTune.nodeset)}/>\n${nodes}  </numatune>\n`;
-}
-
-function osXml(vm: VmPlan, boot: DirectKernelBoot | undefined): string {
-  const kernel = boot
-    ? `    <kernel>${escapeXml(boot.kernelPath)}</kernel>\n` +
-      `    <initrd>${escapeXml(boot.initrdPath)}</initrd>\n` +
-      `    <cmdline>${escapeXml(boot.cmdline)}</cmdline>\n`
-    : "";
-  return (
-    `  <os>\n    <type${attr("machine", vm.machine)}>hvm</type>\n${kernel}` + `    <smbios mode="sysinfo"/>\n  </os>\n`
-  );
-}
-
-function serialXml(logPath: string | undefined): string {
-  const [type, source] = logPath === undefined ? ["pty", ""] : ["file", `<source${attr("path", logPath)}/>`];
-  return (
-    `    <serial type="${type}">${source}<target port="0"/></serial>\n` +
-    `    <console type="${type}">${source}<target type="serial" port="0"/></console>\n`
-  );
-}
-
-function graphicsXml(vm: VmPlan, lockedPassword: string | undefined): string {
-  const lock =
-    lockedPassword === undefined ? "" : `${attr("passwd", lockedPassword)} passwdValidTo="1970-01-01T00:00:00"`;
-  return (
-    `    <graphics type="spice" autoport="yes"${attr("listen", vm.graphics.listen)}${lock}>\n` +
-    `      <listen type="address"${attr("address", vm.graphics.listen)}/>\n` +
-    `    </graphics>\n` +
-    `    <video><model type="qxl" primary="yes"/></video>\n` +
-    `    <channel type="spicevmc"><target type="virtio" name="com.redhat.spice.0"/></channel>\n`
+function devicesXml(d: DomainDescription, opts: RenderDomainOptions, password: string): XmlElement {
+  const dev = d.devices;
+  const g = dev.graphics;
+  const [serialType, source] =
+    opts.serialLogPath === undefined ? ["pty", undefined] : ["file", el("source", { path: opts.serialLogPath })];
+  return el(
+    "devices",
+    {},
+    ...dev.disks.map((k) => diskXml(k, opts.storagePool)),
+    ...(opts.withoutNetwork ? [] : dev.interfaces).map((n) =>
+      el("interface", { type: n.type }, el("source", { network: n.network }), el("model", { type: n.model })),
+    ),
+    el(
+      "graphics",
+      { type: g.type, autoport: "yes", listen: g.listen, passwd: password, passwdValidTo: g.lock.passwdValidTo },
+      el("listen", { type: "address", address: g.listen }),
+    ),
+    ...dev.videos.map((v) => el("video", {}, el("model", { type: v.model, primary: v.primary ? "yes" : "no" }))),
+    ...dev.channels.map((c) => el("channel", { type: c.type }, el("target", { type: c.target, name: c.name }))),
+    el("serial", { type: serialType }, source, el("target", { port: dev.serial.port })),
+    el("console", { type: serialType }, source, el("target", { type: dev.serial.console, port: dev.serial.port })),
   );
 }
 
 /**
- * libvirt domain XML for one planned member, with the pool metadata the reconciler reads. For
- * defining members without an engine (tests, the local example pool); the engines render the
- * same plan through their providers. Pure: the same plan and options give the same bytes.
+ * libvirt domain XML for one planned member: core's domain description (`describeDomain`, the
+ * one the engines render) as libvirt XML, with the pool metadata the reconciler reads. For
+ * defining members without an engine (tests, the local example pool). Deterministic given
+ * `lockedSpicePassword`.
  */
 export function renderDomainXml(vm: VmPlan, opts: RenderDomainOptions): string {
-  const nics = opts.withoutNetwork
-    ? ""
-    : vm.nics
-        .map(
-          (n) =>
-            `    <interface type="network"><source${attr("network", n.network)}/><model${attr("type", n.model)}/></interface>\n`,
-        )
-        .join("");
-  const oem = vm.oemStrings.map((s) => `        <entry>${escapeXml(s)}</entry>\n`).join("");
-  return (
-    `<domain type="${opts.domainType ?? vm.domainType}">\n` +
-    `  <name>${escapeXml(vm.name)}</name>\n` +
-    (vm.description ? `  <description>${escapeXml(vm.description)}</description>\n` : "") +
-    `  <metadata>\n    ${vm.metadataXml}\n  </metadata>\n` +
-    `  <memory unit="MiB">${vm.memoryMiB}</memory>\n` +
-    `  <vcpu>${vm.vcpus}</vcpu>\n` +
-    `  <sysinfo type="smbios">\n    <oemStrings>\n${oem}    </oemStrings>\n  </sysinfo>\n` +
-    osXml(vm, opts.directKernelBoot) +
-    `  <features>\n    <acpi/>\n  </features>\n` +
-    cpuXml(vm) +
-    numaTuneXml(vm) +
-    `  <on_poweroff>destroy</on_poweroff>\n  <on_reboot>restart</on_reboot>\n  <on_crash>destroy</on_crash>\n` +
-    `  <devices>\n` +
-    vm.disks.map((d) => diskXml(d, opts.storagePool)).join("") +
-    nics +
-    graphicsXml(vm, opts.lockedSpicePassword) +
-    serialXml(opts.serialLogPath) +
-    `  </devices>\n` +
-    `</domain>\n`
+  const d = describeDomain(vm);
+  const password = opts.lockedSpicePassword ?? randomBytes(24).toString("base64url");
+  const kernel = opts.directKernelBoot
+    ? {
+        path: opts.directKernelBoot.kernelPath,
+        initrd: opts.directKernelBoot.initrdPath,
+        cmdline: opts.directKernelBoot.cmdline,
+      }
+    : d.os.kernel;
+  const metadata = parseXml(d.metadataXml);
+  if (!metadata) throw new Error(`member ${vm.name}: its metadata is not well-formed XML (a vmpools bug)`);
+  const cpu = d.cpu;
+  const tune = d.numaTune;
+  return buildXml(
+    el(
+      "domain",
+      { type: opts.domainType ?? d.type },
+      el("name", {}, d.name),
+      d.description !== undefined && el("description", {}, d.description),
+      el("metadata", {}, metadata),
+      el("memory", { unit: "MiB" }, String(d.memoryMiB)),
+      el("vcpu", {}, String(d.vcpus)),
+      el(
+        "sysinfo",
+        { type: d.sysinfo.type },
+        el("oemStrings", {}, ...d.sysinfo.oemStrings.map((s) => el("entry", {}, s))),
+      ),
+      el(
+        "os",
+        {},
+        el("type", { machine: d.os.machine }, d.os.type),
+        kernel && el("kernel", {}, kernel.path),
+        kernel?.initrd !== undefined && el("initrd", {}, kernel.initrd),
+        kernel?.cmdline !== undefined && el("cmdline", {}, kernel.cmdline),
+        el("smbios", { mode: d.os.smbios }),
+      ),
+      el("features", {}, d.features.acpi && el("acpi")),
+      cpu &&
+        el(
+          "cpu",
+          { mode: cpu.mode },
+          cpu.numaCells.length > 0 &&
+            el(
+              "numa",
+              {},
+              ...cpu.numaCells.map((c) => el("cell", { id: c.id, cpus: c.cpus, memory: c.memoryMiB, unit: "MiB" })),
+            ),
+        ),
+      tune &&
+        el(
+          "numatune",
+          {},
+          el("memory", { mode: tune.memory.mode, nodeset: tune.memory.nodeset }),
+          ...tune.memNodes.map((n) => el("memnode", { cellid: n.cellId, mode: n.mode, nodeset: n.nodeset })),
+        ),
+      el("on_poweroff", {}, d.lifecycle.onPoweroff),
+      el("on_reboot", {}, d.lifecycle.onReboot),
+      el("on_crash", {}, d.lifecycle.onCrash),
+      devicesXml(d, opts, password),
+    ),
+    { pretty: true },
   );
 }

@@ -4,9 +4,10 @@ import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { parseMetadataXml } from "../../core/metadata";
+import { describeDomain } from "../../core/domain";
 import { planPool } from "../../core/plan";
 import { VirshDriver } from "../../reconciler/driver/libvirt-driver";
-import { systemVolumeOf } from "../../reconciler/libvirt-xml";
+import { readDomainXml, systemVolumeOf } from "../../reconciler/libvirt-xml";
 import { renderDomainXml } from "../../reconciler/local/domain-xml";
 import { TEST_URI } from "../support/libvirt";
 import { validProps } from "../support/fixtures";
@@ -72,14 +73,40 @@ test("direct kernel boot, a serial log file and no network are options", () => {
   expect(validate(xml)).toMatch(/validates/);
   expect(xml).toContain('<domain type="qemu">');
   expect(xml).toContain("<cmdline>console=ttyS0 a=&lt;b&gt;</cmdline>");
-  expect(xml).toContain('<serial type="file"><source path="/var/log/m.log"/>');
+  expect(xml).toMatch(/<serial type="file">\s*<source path="\/var\/log\/m.log"\/>/);
   expect(xml).not.toContain("<interface");
-  expect(renderDomainXml(vm, { storagePool: "images" })).not.toContain("passwd=");
 });
 
-test("the same plan renders the same bytes", () => {
+test("the console is locked without a password given: a random one, already expired", () => {
+  const a = renderDomainXml(vm, { storagePool: "images" });
+  const b = renderDomainXml(vm, { storagePool: "images" });
+  const passwd = (xml: string) => /<graphics [^>]*passwd="([^"]+)" passwdValidTo="1970-01-01T00:00:00"/.exec(xml)?.[1];
+  expect(passwd(a)).toMatch(/^[A-Za-z0-9_-]{32}$/);
+  expect(passwd(b)).not.toBe(passwd(a));
+  expect(readDomainXml(a)!.hasConsolePassword).toBe(true);
+});
+
+test("the plan's direct kernel boot is rendered (the option only overrides it)", () => {
+  const booted = planPool(
+    validProps({
+      name: `Xml${suffix}-??`,
+      size: 1,
+      template: { ...validProps().template, directKernelBoot: { kernelPath: "/boot/vmlinuz", cmdline: "quiet" } },
+    }),
+  ).members[0]!;
+  const xml = renderDomainXml(booted, { storagePool: "images", lockedSpicePassword: "p" });
+  expect(validate(xml)).toMatch(/validates/);
+  expect(xml).toContain("<kernel>/boot/vmlinuz</kernel>");
+  expect(xml).toContain("<cmdline>quiet</cmdline>");
+  expect(xml).not.toContain("<initrd>");
+});
+
+test("the same plan and password render the same bytes", () => {
   const render = () =>
-    renderDomainXml(planPool(validProps({ name: `Xml${suffix}-??`, size: 2 })).members[0]!, { storagePool: "p" });
+    renderDomainXml(planPool(validProps({ name: `Xml${suffix}-??`, size: 2 })).members[0]!, {
+      storagePool: "p",
+      lockedSpicePassword: "same",
+    });
   expect(render()).toBe(render());
 });
 
@@ -87,7 +114,14 @@ test("libvirt's test hypervisor defines it and keeps our metadata and volume dis
   const driver = new VirshDriver({ uri: TEST_URI });
   try {
     await driver.defineDomain(renderDomainXml(vm, { storagePool: "default-pool", domainType: "test" }));
-    const back = await driver.domainXml(vm.name, { inactive: true });
+    const back = await driver.domainXml(vm.name, { inactive: true, securityInfo: true });
+    // What libvirt keeps is what was described: disks, NIC, the locked console, devices.
+    const read = readDomainXml(back)!;
+    expect(read.description.devices.disks).toEqual(describeDomain(vm).devices.disks);
+    expect(read.description.devices.interfaces).toEqual(describeDomain(vm).devices.interfaces);
+    expect(read.description.devices.graphics).toEqual(describeDomain(vm).devices.graphics);
+    expect(read.hasConsolePassword).toBe(true);
+    expect(read.description.lifecycle).toEqual(describeDomain(vm).lifecycle);
     expect(systemVolumeOf(back)).toEqual({ storagePool: "default-pool", volume: `${vm.name}.qcow2` });
     expect(parseMetadataXml((await driver.getMetadata(vm.name, "https://vmpools.dev/xmlns/pool/1"))!)).toEqual(
       vm.metadata,
