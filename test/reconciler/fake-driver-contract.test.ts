@@ -105,6 +105,7 @@ async function scenario(s: Subject): Promise<{ steps: [string, unknown][]; event
           x.name === A
             ? x.uuid === UUID_A
             : /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/.test(x.uuid),
+        persistent: x.persistent,
         metadataXml: x.metadataXml,
       }));
   const state = (after: string) => step(`state of A after ${after}`, d.domainState(A));

@@ -472,9 +472,8 @@ export class FakeDriver implements LibvirtDriver {
       );
       return all.map((d): DomainInfo => {
         const metadataXml = options.metadata === false ? undefined : this.metadataOf(d, uri);
-        return metadataXml === undefined
-          ? { name: d.name, uuid: d.uuid, state: d.state }
-          : { name: d.name, uuid: d.uuid, state: d.state, metadataXml };
+        const info = { name: d.name, uuid: d.uuid, state: d.state, persistent: d.persistent };
+        return metadataXml === undefined ? info : { ...info, metadataXml };
       });
     });
   }

@@ -1,0 +1,396 @@
+// The reconciler when libvirt keeps failing, on FakeDriver (test/support/fake-driver.ts): bounded
+// retries with exponential backoff, the prestart give-up path, and members whose revert keeps
+// failing kept out of service. No test on libvirt could make a start or a volume create fail on cue.
+import { performance } from "node:perf_hooks";
+import { planPool, systemDiskOf, type PoolPlan } from "../../core/plan";
+import type { VmPoolProps } from "../../core/spec";
+import { VirshError } from "../../reconciler/driver/virsh-session";
+import { NoFreeVmError, UserLimitError } from "../../reconciler/errors";
+import { systemVolumeOf } from "../../reconciler/libvirt-xml";
+import { renderDomainXml } from "../../reconciler/local/domain-xml";
+import { Reconciler, type Failure, type MemberStatus } from "../../reconciler/reconciler";
+import { StateStore, type Intent } from "../../reconciler/store/store";
+import { FakeDriver } from "../support/fake-driver";
+import { validProps } from "../support/fixtures";
+
+const STORAGE_POOL = "default-pool";
+const BASE_DELAY_MS = 40;
+const MAX_ATTEMPTS = 3;
+/** The reconciler's clock, frozen: the retry times it writes into the store are then exact. */
+const T0 = 1_700_000_000_000;
+
+interface Setup {
+  readonly fake: FakeDriver;
+  readonly store: StateStore;
+  readonly plan: PoolPlan;
+  readonly pool: string;
+  readonly names: readonly string[];
+  readonly failures: Failure[];
+  reconciler: Reconciler;
+  /** The first reconciler's start(), not awaited by setup. */
+  started: Promise<void>;
+  /** A fresh reconciler on the same driver and store, as after a restart of `serve`. */
+  restart(): Promise<void>;
+  member(vm: string): MemberStatus;
+}
+
+const open: Setup[] = [];
+
+afterEach(async () => {
+  for (const s of open.splice(0)) {
+    await s.reconciler.stop();
+    s.store.close();
+    await s.fake.close();
+  }
+});
+
+/**
+ * Defines the pool's members with their overlays, as deployPool does on libvirt, and their media
+ * volumes, which the fake (as qemu) needs to start them.
+ */
+async function deploy(fake: FakeDriver, props: VmPoolProps): Promise<PoolPlan> {
+  const plan = planPool(props);
+  for (const vm of plan.members) {
+    const disk = systemDiskOf(vm);
+    for (const media of vm.disks.filter((d) => d !== disk)) fake.uploadVolume(STORAGE_POOL, media.volumeName, "media");
+    await fake.createOverlayVolume(STORAGE_POOL, disk.volumeName, {
+      backingPath: disk.backingStore!.path,
+      backingFormat: disk.backingStore!.format,
+      capacityBytes: disk.capacityGiB! * 2 ** 30,
+    });
+    await fake.defineDomain(renderDomainXml(vm, { storagePool: STORAGE_POOL, domainType: "test" }));
+  }
+  return plan;
+}
+
+/**
+ * A pool on a fresh fake; `before` runs before the reconciler starts (to inject failures or
+ * set gates for its first prestarts). The reconciler is started but not waited for.
+ */
+async function setup(
+  props: Partial<VmPoolProps>,
+  before: (fake: FakeDriver, names: readonly string[]) => void = () => undefined,
+): Promise<Setup> {
+  const fake = new FakeDriver();
+  const plan = await deploy(fake, validProps({ name: "Retry-???", ...props }));
+  const names = plan.members.map((m) => m.name);
+  const store = StateStore.open(":memory:");
+  const failures: Failure[] = [];
+  const make = () => {
+    const r = new Reconciler({
+      driver: fake,
+      store,
+      events: fake.events.asDomainEvents(),
+      clock: () => T0,
+      retry: { maxAttempts: MAX_ATTEMPTS, baseDelayMs: BASE_DELAY_MS },
+      shutdownTimeoutMs: 1000,
+    });
+    r.on("failure", (f) => failures.push(f));
+    return r;
+  };
+  const s: Setup = {
+    fake,
+    store,
+    plan,
+    pool: plan.pool.name,
+    names,
+    failures,
+    reconciler: make(),
+    started: Promise.resolve(),
+    async restart() {
+      await s.reconciler.stop();
+      s.reconciler = make();
+      await s.reconciler.start();
+      await s.reconciler.idle();
+    },
+    member: (vm) => s.reconciler.status().pools[0]!.members.find((m) => m.name === vm)!,
+  };
+  open.push(s);
+  before(fake, names);
+  s.started = s.reconciler.start();
+  return s;
+}
+
+const injected = (what: string) => () => new VirshError([what], `injected: ${what} refused`);
+
+/** The member's current system volume (it may switch volumes on a revert). */
+async function systemVolume(fake: FakeDriver, vm: string) {
+  return systemVolumeOf(await fake.domainXml(vm, { inactive: true }))!;
+}
+
+const pendingOf = (store: StateStore, kind: Intent["kind"], vm: string) =>
+  store.pendingIntents().find((i) => i.kind === kind && i.vm === vm);
+
+/**
+ * Holds each of the next `attempts` calls at a gate and, at each, reads the pending intent of
+ * `kind` on `vm`: what the store says between two attempts.
+ */
+async function observeAttempts(
+  s: Setup,
+  method: "start" | "createOverlayVolume",
+  target: string | undefined,
+  kind: Intent["kind"],
+  vm: string,
+  attempts: number,
+  trigger: () => Promise<unknown>,
+): Promise<{ seen: (Intent | undefined)[]; at: number[]; result: Promise<unknown> }> {
+  const seen: (Intent | undefined)[] = [];
+  const at: number[] = [];
+  let gate = s.fake.pauseNext(method, target);
+  const result = trigger();
+  result.catch(() => undefined);
+  for (let i = 0; i < attempts; i++) {
+    await gate.reached;
+    at.push(performance.now());
+    seen.push(pendingOf(s.store, kind, vm));
+    const current = gate;
+    if (i < attempts - 1) gate = s.fake.pauseNext(method, target);
+    current.release();
+  }
+  return { seen, at, result };
+}
+
+describe("bounded retries with exponential backoff", () => {
+  it("a revert that fails twice succeeds on its third attempt; each failure is on the intent, delays double", async () => {
+    const s = await setup({ size: 1, prestarted: 0 });
+    await s.started;
+    const [m1] = s.names;
+    const taken = await s.reconciler.take(s.pool, "alice");
+    expect(taken.vm).toBe(m1);
+    const dirty = await systemVolume(s.fake, m1!);
+    s.fake.writeToVolume(dirty.storagePool, dirty.volume, 1 << 20);
+
+    s.fake.failNext("createOverlayVolume", { times: 2, error: injected("vol-create") });
+    let createsWhenReverted = -1;
+    s.reconciler.on("activity", (a) => {
+      if (a.kind === "reverted") createsWhenReverted = s.fake.calls("createOverlayVolume");
+    });
+    const createsBefore = s.fake.calls("createOverlayVolume");
+    const { seen, at, result } = await observeAttempts(s, "createOverlayVolume", undefined, "revert", m1!, 3, () =>
+      s.reconciler.return(s.pool, m1!, { user: "alice" }),
+    );
+    expect(await result).toEqual({ pool: s.pool, vm: m1, reverted: true });
+
+    // Before attempt 1 nothing failed yet; before attempts 2 and 3 the store holds the failures.
+    expect(
+      seen.map((i) => i && { attempts: i.attempts, nextAttemptAt: i.nextAttemptAt, lastError: i.lastError }),
+    ).toEqual([
+      { attempts: 0, nextAttemptAt: null, lastError: null },
+      { attempts: 1, nextAttemptAt: T0 + BASE_DELAY_MS, lastError: "virsh vol-create: injected: vol-create refused" },
+      {
+        attempts: 2,
+        nextAttemptAt: T0 + 2 * BASE_DELAY_MS,
+        lastError: "virsh vol-create: injected: vol-create refused",
+      },
+    ]);
+    // The reconciler really waited: at least the base delay, then twice it (timers never fire early).
+    expect(at[1]! - at[0]!).toBeGreaterThanOrEqual(BASE_DELAY_MS - 1);
+    expect(at[2]! - at[1]!).toBeGreaterThanOrEqual(2 * BASE_DELAY_MS - 1);
+    expect(createsWhenReverted - createsBefore).toBe(3);
+
+    await s.reconciler.idle();
+    const id = seen[0]!.id;
+    expect(s.store.intent(id)).toMatchObject({ state: "done", attempts: 2 });
+    const fresh = await systemVolume(s.fake, m1!);
+    expect(s.fake.volume(fresh.storagePool, fresh.volume)?.allocationBytes).toBe(0);
+    expect(s.member(m1!)).toMatchObject({ role: "free" });
+    expect(s.member(m1!).problem).toBeUndefined();
+    expect(s.failures).toEqual([]);
+  });
+
+  it("a prestart whose start fails twice is retried with doubling delays and prestarts on the third attempt", async () => {
+    const s = await setup({ size: 3, prestarted: 1 }, (fake, names) => {
+      fake.failNext("start", { target: names[0]!, times: 2, error: injected("start") });
+    });
+    const [m1] = s.names;
+    const { seen, at } = await observeAttempts(s, "start", m1, "prestart", m1!, 3, () => s.started);
+    await s.started;
+    await s.reconciler.idle();
+
+    expect(seen.map((i) => i && { attempts: i.attempts, nextAttemptAt: i.nextAttemptAt })).toEqual([
+      { attempts: 0, nextAttemptAt: null },
+      { attempts: 1, nextAttemptAt: T0 + BASE_DELAY_MS },
+      { attempts: 2, nextAttemptAt: T0 + 2 * BASE_DELAY_MS },
+    ]);
+    expect(at[1]! - at[0]!).toBeGreaterThanOrEqual(BASE_DELAY_MS - 1);
+    expect(at[2]! - at[1]!).toBeGreaterThanOrEqual(2 * BASE_DELAY_MS - 1);
+    expect(s.fake.calls("start", m1)).toBe(3);
+    expect(s.store.intent(seen[0]!.id)).toMatchObject({
+      state: "done",
+      attempts: 2,
+      lastError: "virsh start: injected: start refused",
+    });
+    expect(s.member(m1!)).toMatchObject({ role: "prestarted", state: "running" });
+    // One member prestarted, as asked: the retries did not make the planner start another meanwhile.
+    expect(s.reconciler.status().pools[0]!.counts).toMatchObject({ prestarted: 1 });
+    expect(s.fake.calls("start")).toBe(3);
+    expect(s.failures).toEqual([]);
+  });
+});
+
+describe("the prestart give-up path", () => {
+  it("marks the member with a problem, prestarts another instead, and skips it until a start of it succeeds", async () => {
+    const s = await setup({ size: 3, prestarted: 1 }, (fake, names) => {
+      fake.failNext("start", { target: names[0]!, times: MAX_ATTEMPTS, error: injected("start") });
+    });
+    const [m1, m2, m3] = s.names as [string, string, string];
+    const gate = s.fake.pauseNext("start", m1);
+    await gate.reached;
+    const prestartIntent = pendingOf(s.store, "prestart", m1);
+    gate.release();
+    await s.started;
+    await s.reconciler.idle();
+
+    expect(s.fake.calls("start", m1)).toBe(MAX_ATTEMPTS);
+    expect(s.store.intent(prestartIntent!.id)).toMatchObject({
+      state: "failed",
+      attempts: MAX_ATTEMPTS,
+      lastError: "virsh start: injected: start refused",
+    });
+    expect(s.failures).toHaveLength(1);
+    expect(s.failures[0]).toMatchObject({ context: "prestart", vm: m1 });
+    expect(s.member(m1)).toMatchObject({ role: "free", state: "shut off" });
+    expect(s.member(m1).problem).toMatch(/prestart failed 3 times: virsh start: injected: start refused/);
+    expect(s.member(m2)).toMatchObject({ role: "prestarted", state: "running" });
+
+    // Resyncs do not try it again.
+    await s.reconciler.resync();
+    await s.reconciler.resync();
+    await s.reconciler.idle();
+    expect(s.fake.calls("start", m1)).toBe(MAX_ATTEMPTS);
+
+    // alice gets m2; its replacement is m3, not the given-up m1.
+    expect((await s.reconciler.take(s.pool, "alice")).vm).toBe(m2);
+    await s.reconciler.idle();
+    expect(s.member(m3)).toMatchObject({ role: "prestarted" });
+    expect((await s.reconciler.take(s.pool, "bob")).vm).toBe(m3);
+    await s.reconciler.idle();
+    // Only m1 is left free: still not prestarted.
+    expect(s.fake.calls("start", m1)).toBe(MAX_ATTEMPTS);
+    expect(s.member(m1)).toMatchObject({ role: "free", state: "shut off" });
+
+    // A take starts it (the failures are over): that start clears the problem.
+    expect(await s.reconciler.take(s.pool, "carol")).toEqual({ pool: s.pool, vm: m1, started: true });
+    expect(s.member(m1).problem).toBeUndefined();
+    await s.reconciler.return(s.pool, m1, { user: "carol" });
+    await s.reconciler.idle();
+    // Prestarted again like any member.
+    expect(s.member(m1)).toMatchObject({ role: "prestarted", state: "running" });
+    expect(s.fake.calls("start", m1)).toBe(MAX_ATTEMPTS + 2);
+    expect(s.failures).toHaveLength(1);
+  });
+
+  it("a given-up member stays given up across a restart (the condition is persisted)", async () => {
+    const s = await setup({ size: 2, prestarted: 1 }, (fake, names) => {
+      fake.failNext("start", { target: names[0]!, times: MAX_ATTEMPTS, error: injected("start") });
+    });
+    await s.started;
+    await s.reconciler.idle();
+    const [m1, m2] = s.names as [string, string];
+    expect(s.member(m1).problem).toMatch(/prestart failed/);
+    // Stop the prestarted m2 so that, after the restart, the planner has to choose again.
+    await s.reconciler.stop();
+    await s.fake.destroy(m2);
+    await s.restart();
+    expect(s.member(m1).problem).toMatch(/prestart failed/);
+    expect(s.fake.calls("start", m1)).toBe(MAX_ATTEMPTS);
+    expect(s.member(m2)).toMatchObject({ role: "prestarted", state: "running" });
+  });
+});
+
+describe("a revert that keeps failing", () => {
+  it("keeps the member out of service (never handed out, never prestarted), across resyncs and a restart", async () => {
+    const s = await setup({ size: 2, prestarted: 1 });
+    await s.started;
+    await s.reconciler.idle();
+    const [m1, m2] = s.names as [string, string];
+    expect(s.member(m1)).toMatchObject({ role: "prestarted" });
+    const dirty = await systemVolume(s.fake, m1);
+    s.fake.writeToVolume(dirty.storagePool, dirty.volume, 1 << 20);
+
+    // The prestarted guest powers itself off: it must be reverted before anyone gets it.
+    s.fake.failNext("createOverlayVolume", { times: Infinity, error: injected("vol-create") });
+    s.fake.guestPowersOff(m1);
+    await new Promise((r) => setImmediate(r));
+    await s.reconciler.idle();
+    expect(s.failures.some((f) => f.vm === m1)).toBe(true);
+    expect(s.member(m1).problem).toMatch(/revert failed: virsh vol-create: injected: vol-create refused/);
+    expect(s.member(m1).state).toBe("shut off");
+    expect(s.member(m2)).toMatchObject({ role: "prestarted" });
+
+    let round = 0;
+    // Each round as new users, so that only "nothing free" can refuse them.
+    const takes = async () => {
+      const got: string[] = [];
+      round++;
+      for (const user of [`r${round}-u1`, `r${round}-u2`, `r${round}-u3`]) {
+        try {
+          got.push((await s.reconciler.take(s.pool, user)).vm);
+        } catch (e) {
+          if (!(e instanceof NoFreeVmError)) throw e;
+        }
+      }
+      return got;
+    };
+    expect(await takes()).toEqual([m2]);
+    for (let i = 0; i < 3; i++) await s.reconciler.resync();
+    await s.reconciler.idle();
+    expect(await takes()).toEqual([]);
+    expect(s.fake.domain(m1)!.state).toBe("shut off");
+
+    // After a restart the reconciler still knows m1 was never reverted.
+    await s.restart();
+    expect(await takes()).toEqual([]);
+    expect(s.fake.domain(m1)!.state).toBe("shut off");
+    expect(s.member(m1).problem).toMatch(/revert/);
+
+    // The storage recovers: the next resync reverts m1, and it is handed out fresh.
+    s.fake.heal("createOverlayVolume");
+    await s.reconciler.resync();
+    await s.reconciler.idle();
+    expect(s.member(m1).problem).toBeUndefined();
+    expect((await s.reconciler.take(s.pool, "u9")).vm).toBe(m1);
+    const now = await systemVolume(s.fake, m1);
+    expect(s.fake.volume(now.storagePool, now.volume)?.allocationBytes).toBe(0);
+  });
+
+  it("a return whose revert fails keeps the VM from others; once storage recovers a resync reverts and frees it", async () => {
+    const s = await setup({ size: 1, prestarted: 0 });
+    await s.started;
+    const [m1] = s.names as [string];
+    await s.reconciler.take(s.pool, "alice");
+    const dirty = await systemVolume(s.fake, m1);
+    s.fake.writeToVolume(dirty.storagePool, dirty.volume, 1 << 20);
+
+    s.fake.failNext("createOverlayVolume", { times: Infinity, error: injected("vol-create") });
+    await expect(s.reconciler.return(s.pool, m1, { user: "alice" })).rejects.toThrow(/injected: vol-create refused/);
+    await s.reconciler.idle();
+    await expect(s.reconciler.take(s.pool, "bob")).rejects.toThrow(NoFreeVmError);
+    await s.reconciler.resync();
+    await s.reconciler.idle();
+    await expect(s.reconciler.take(s.pool, "bob")).rejects.toThrow(NoFreeVmError);
+    expect(s.fake.domain(m1)!.state).toBe("shut off");
+
+    s.fake.heal("createOverlayVolume");
+    await s.reconciler.resync();
+    await s.reconciler.idle();
+    expect(s.member(m1).problem).toBeUndefined();
+    expect(s.reconciler.status().pools[0]!.counts).toMatchObject({ held: 0 });
+    expect(await s.reconciler.take(s.pool, "bob")).toMatchObject({ vm: m1, started: true });
+    const now = await systemVolume(s.fake, m1);
+    expect(s.fake.volume(now.storagePool, now.volume)?.allocationBytes).toBe(0);
+  });
+});
+
+describe("refusals", () => {
+  it("a take refused for the user's limit or for no free VM makes no libvirt call", async () => {
+    const s = await setup({ size: 1, prestarted: 0, maxVmsPerUser: 1 });
+    await s.started;
+    await s.reconciler.take(s.pool, "alice");
+    await s.reconciler.idle();
+    const before = s.fake.calls();
+    await expect(s.reconciler.take(s.pool, "alice")).rejects.toThrow(UserLimitError);
+    await expect(s.reconciler.take(s.pool, "bob")).rejects.toThrow(NoFreeVmError);
+    expect(s.fake.callLog().slice(before)).toEqual([]);
+  });
+});
