@@ -3,7 +3,7 @@ import { escapeXml } from "../core/xml";
 import type { ConsoleOptions } from "./store/store";
 
 /** A console option a user may set (and keep as their default for a pool) and its .vv key. */
-const VV_OPTIONS = {
+export const VV_OPTIONS = {
   fullscreen: { key: "fullscreen", type: "boolean" },
   title: { key: "title", type: "string" },
   enableUsbAutoshare: { key: "enable-usb-autoshare", type: "boolean" },
