@@ -137,6 +137,18 @@ export function buildXml(root: XmlElement, options: { readonly pretty?: boolean 
   return pretty ? `${text.replace(/^\n/, "")}\n` : text;
 }
 
+/**
+ * The element without the whitespace-only text between child elements (indentation libvirt or
+ * a pretty builder added), so it builds to the bytes it was written with before.
+ */
+export function withoutIndentation(e: XmlElement): XmlElement {
+  const hasElements = e.children.some((c) => typeof c !== "string");
+  const children = e.children
+    .filter((c) => !(hasElements && typeof c === "string" && c.trim() === ""))
+    .map((c) => (typeof c === "string" ? c : withoutIndentation(c)));
+  return { name: e.name, attrs: e.attrs, children };
+}
+
 /** The part of a qualified name after its prefix. */
 export const localName = (name: string): string => name.slice(name.indexOf(":") + 1);
 

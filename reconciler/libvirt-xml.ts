@@ -1,7 +1,15 @@
 // Reads what the reconciler needs out of libvirt's own XML (as virsh prints it), through the
 // XML library: any quoting, attribute order, whitespace or character references.
 import { LIBVIRT_DEFAULT_LIFECYCLE, type DomainDescription, type DomainDisk } from "../core/domain";
-import { buildXml, childElement, childElements, parseXml, textOf, type XmlElement } from "../core/xml";
+import {
+  buildXml,
+  childElement,
+  childElements,
+  parseXml,
+  textOf,
+  withoutIndentation,
+  type XmlElement,
+} from "../core/xml";
 
 /** Attributes of one start tag, e.g. `<source pool='p' volume="v"/>`, unescaped. */
 export function attributes(tag: string): Record<string, string> {
@@ -220,7 +228,7 @@ export function readDomainXml(xml: string): DomainRead | undefined {
         console: at(devices, "console", "target")?.attrs.type as "serial",
       },
     },
-    metadataXml: ours ? buildXml(ours) : "",
+    metadataXml: ours ? buildXml(withoutIndentation(ours)) : "",
   };
   return {
     description,
