@@ -1,5 +1,6 @@
-import { spawn, type ChildProcessWithoutNullStreams } from "node:child_process";
+import type { ChildProcessWithoutNullStreams } from "node:child_process";
 import { EventEmitter } from "node:events";
+import { spawnTiedToParent } from "./virsh-session";
 
 /** libvirt's lifecycle event types, as `virsh event` names them. */
 export type LifecycleEventName =
@@ -105,7 +106,9 @@ export class DomainEvents extends EventEmitter<DomainEventMap> {
   }
 
   private spawnChild(): void {
-    const child = spawn(
+    // Tied to this process: `virsh event --loop` reads no stdin, so nothing else ends it when
+    // serve is killed with -9.
+    const child = spawnTiedToParent(
       this.options.virshPath ?? "virsh",
       ["-q", "-c", this.options.uri, "event", "--all", "--loop", "--timestamp"],
       {
@@ -134,8 +137,9 @@ export class DomainEvents extends EventEmitter<DomainEventMap> {
     onLines(child.stderr, (line) => {
       if (line.includes(REGISTRATION)) {
         if (++registrations === 2) this.markSubscribed();
-      } else if (line.startsWith("error: ")) {
-        this.stderrTail = (this.stderrTail + "\n" + line.slice(7)).slice(-2000);
+      } else if (line.startsWith("error: ") || line.startsWith("setpriv: ")) {
+        // setpriv speaks when it cannot run virsh (e.g. not installed).
+        this.stderrTail = (this.stderrTail + "\n" + line.replace(/^error: /, "")).slice(-2000);
       }
     });
     child.on("error", (e) => this.onChildGone(child, e.message));

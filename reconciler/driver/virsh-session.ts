@@ -1,4 +1,4 @@
-import { spawn, type ChildProcessWithoutNullStreams } from "node:child_process";
+import { spawn, spawnSync, type ChildProcessWithoutNullStreams, type SpawnOptions } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { performance } from "node:perf_hooks";
 
@@ -73,6 +73,26 @@ export function quoteVirshArg(arg: string): string {
     throw new Error(`virsh arguments cannot contain control characters (newline, tab, …): ${JSON.stringify(arg)}`);
   }
   return /^[A-Za-z0-9_.,:/=@%+-]+$/.test(arg) ? arg : `'${arg.replace(/'/g, `'\\''`)}'`;
+}
+
+let pdeathsig: boolean | undefined;
+
+/**
+ * Spawns a long-running helper (virsh) that dies with this process, also on `kill -9`, when
+ * nothing else would end it (`virsh event --loop` reads no stdin; a session mid-command does not
+ * see its EOF). util-linux `setpriv --pdeathsig KILL` asks the kernel to kill the child when its
+ * parent dies, then execs the command, so the child's pid is the command's own. Where setpriv is
+ * missing (not Linux, util-linux before 2.33) the child is spawned as is.
+ */
+export function spawnTiedToParent(
+  command: string,
+  args: readonly string[],
+  options: SpawnOptions & { stdio: "pipe" },
+): ChildProcessWithoutNullStreams {
+  pdeathsig ??= spawnSync("setpriv", ["--pdeathsig", "KILL", "--", "true"], { stdio: "ignore" }).status === 0;
+  return pdeathsig
+    ? spawn("setpriv", ["--pdeathsig", "KILL", "--", command, ...args], options)
+    : spawn(command, args, options);
 }
 
 interface Pending {
@@ -214,7 +234,7 @@ export class VirshSession {
   private spawnChild(): ChildProcessWithoutNullStreams {
     // C.UTF-8: English messages (we match on them) and readline passes UTF-8 names through
     // instead of treating high bytes as meta keys.
-    const child = spawn(this.virshPath, ["-q", "-c", this.uri], {
+    const child = spawnTiedToParent(this.virshPath, ["-q", "-c", this.uri], {
       env: { ...process.env, LC_ALL: "C.UTF-8" },
       stdio: "pipe",
     });
