@@ -1,6 +1,7 @@
 // `vmpools`: run the reconciler (serve) or talk to it (take, return, status, detach, console).
 import { writeFileSync } from "node:fs";
-import { isIPv4, isIPv6 } from "node:net";
+import type { IncomingMessage, Server, ServerResponse } from "node:http";
+import { isIPv4, isIPv6, type AddressInfo } from "node:net";
 import { hostname } from "node:os";
 import { parseArgs } from "node:util";
 import { parseNameMask } from "../core/naming";
@@ -453,12 +454,51 @@ function serveOptions(values: Values): ServeOptions {
   };
 }
 
+const LISTEN_PROBLEMS: Readonly<Record<string, string>> = {
+  EADDRINUSE: "the address is in use (another vmpools serve?); stop what holds it or choose another with --listen",
+  EACCES: "permission denied (ports below 1024 need privileges); choose another with --listen",
+  EADDRNOTAVAIL: "no interface of this machine has that address; choose one it has with --listen",
+  ENOTFOUND: "the host name does not resolve; give an address with --listen",
+  EAI_AGAIN: "the host name does not resolve; give an address with --listen",
+};
+
+const urlHost = (host: string) => (host.includes(":") ? `[${host}]` : host);
+
+/** Binds the API, or says in one line why it cannot; resolves with the URL it listens on. */
+async function listen(server: Server, { host, port }: ServeOptions["listen"]): Promise<string> {
+  try {
+    await new Promise<void>((resolve, reject) => {
+      server.once("error", reject);
+      server.listen(port, host, () => {
+        server.off("error", reject);
+        resolve();
+      });
+    });
+  } catch (e) {
+    const err = e as NodeJS.ErrnoException;
+    const why = LISTEN_PROBLEMS[err.code ?? ""] ?? `${err.message}; choose another address with --listen`;
+    throw new Error(`cannot listen on ${urlHost(host)}:${port}: ${why}`);
+  }
+  // Errors after binding (e.g. accept failing for want of descriptors) are logged, not fatal.
+  server.on("error", (e) => console.error(`vmpools api: ${e.message}`));
+  const bound = server.address() as AddressInfo;
+  return `http://${urlHost(bound.address)}:${bound.port}`;
+}
+
+/**
+ * Runs until SIGTERM or SIGINT. It binds before the reconciler starts (issue 9, D5): a serve that
+ * cannot listen has done nothing, and requests before the start is done get 503 `starting`.
+ */
 async function serve(o: ServeOptions): Promise<number> {
-  const { host, port } = o.listen;
   const auth = TokenAuth.fromFile(o.tokens);
   const store = StateStore.open(o.db);
   const driver = new VirshDriver({ uri: o.uri });
   const events = new DomainEvents({ uri: o.uri });
+  const closeBackends = async () => {
+    await events.close();
+    await driver.close();
+    store.close();
+  };
   const reconciler = new Reconciler({
     driver,
     events,
@@ -470,21 +510,119 @@ async function serve(o: ServeOptions): Promise<number> {
   });
   reconciler.on("failure", (f) => console.error(`vmpools: ${f.context}${f.vm ? ` ${f.vm}` : ""}: ${f.error.message}`));
   reconciler.on("activity", (a) => console.log(`vmpools: ${a.kind} ${a.pool}/${a.vm}${a.user ? ` (${a.user})` : ""}`));
-  await reconciler.start();
-  const server = createApiServer(reconciler, auth);
-  await new Promise<void>((resolve) => server.listen(port, host, resolve));
-  console.log(`vmpools: reconciling ${o.uri}, API on http://${host}:${port}`);
-  const stop = async () => {
-    server.close();
-    await reconciler.stop();
-    await events.close();
-    await driver.close();
-    store.close();
-    process.exit(0);
+  // Never rejected: a start that fails closes the server, and the API would only log it again.
+  let started!: () => void;
+  const server = createApiServer(reconciler, auth, { ready: new Promise<void>((resolve) => (started = resolve)) });
+  const inFlight = trackRequests(server);
+  let url: string;
+  try {
+    url = await listen(server, o.listen);
+  } catch (e) {
+    await closeBackends();
+    throw e;
+  }
+  console.log(`vmpools: API on ${url}; starting`);
+
+  const startup = reconciler.start();
+  const startSettled = startup.then(
+    () => undefined,
+    () => undefined,
+  );
+  let stopping = false;
+  let finish!: (code: Promise<number>) => void;
+  const stopped = new Promise<number>((resolve) => (finish = resolve));
+  const onSignal = (signal: NodeJS.Signals) => {
+    if (stopping) {
+      console.error(`vmpools: ${signal} again: stopping now`);
+      process.exit(1);
+    }
+    stopping = true;
+    console.log(`vmpools: ${signal}: taking no new requests; finishing ${plural(inFlight.size, "request")} in flight`);
+    finish(
+      stopWithin(o.drainSeconds, inFlight, async () => {
+        await drain(server, inFlight);
+        await startSettled;
+        await reconciler.stop();
+        await closeBackends();
+      }),
+    );
   };
-  process.once("SIGTERM", stop);
-  process.once("SIGINT", stop);
-  return 0;
+  process.on("SIGTERM", onSignal);
+  process.on("SIGINT", onSignal);
+  const done = async () => {
+    const code = await stopped;
+    process.off("SIGTERM", onSignal);
+    process.off("SIGINT", onSignal);
+    return code;
+  };
+  try {
+    await startup;
+  } catch (e) {
+    if (stopping) return await done();
+    process.off("SIGTERM", onSignal);
+    process.off("SIGINT", onSignal);
+    server.close();
+    server.closeAllConnections();
+    await reconciler.stop();
+    await closeBackends();
+    // Refusals such as another reconciler holding the hypervisor carry a code: a message, no stack.
+    const err = e as Error & { code?: unknown };
+    throw new Error(typeof err.code === "string" ? err.message : `the reconciler could not start: ${err.message}`);
+  }
+  started();
+  const pools = o.pools ? ` (pools ${o.pools.join(", ")})` : "";
+  console.log(`vmpools: reconciling ${o.uri}${pools}, API on ${url}`);
+  return await done();
+}
+
+const plural = (n: number, what: string) => `${n} ${what}${n === 1 ? "" : "s"}`;
+
+/** The responses not yet finished; once serve drains, each is the last on its connection. */
+function trackRequests(server: Server): Set<ServerResponse> {
+  const inFlight = new Set<ServerResponse>();
+  server.on("request", (_req: IncomingMessage, res: ServerResponse) => {
+    inFlight.add(res);
+    if (!server.listening && !res.headersSent) res.setHeader("connection", "close");
+    res.once("close", () => {
+      inFlight.delete(res);
+      // Its connection is idle now, or about to be: a draining server closes it.
+      if (!server.listening) setImmediate(() => server.closeIdleConnections());
+    });
+  });
+  return inFlight;
+}
+
+/**
+ * Stops accepting connections, closes idle keep-alive ones, and resolves once the requests in
+ * flight are answered and their connections closed (issue 9, D10).
+ */
+function drain(server: Server, inFlight: ReadonlySet<ServerResponse>): Promise<void> {
+  const closed = new Promise<void>((resolve) => server.close(() => resolve()));
+  for (const res of inFlight) if (!res.headersSent) res.setHeader("connection", "close");
+  server.closeIdleConnections();
+  return closed;
+}
+
+/**
+ * Runs `stop`, but for at most `seconds` (--drain-seconds): then connections are cut and serve
+ * exits 1. Cutting work short is safe: intents are persisted, and the next start finishes or
+ * rolls back what was in flight.
+ */
+async function stopWithin(seconds: number, inFlight: ReadonlySet<ServerResponse>, stop: () => Promise<void>) {
+  let timer: NodeJS.Timeout | undefined;
+  const late = new Promise<"late">((resolve) => (timer = setTimeout(() => resolve("late"), seconds * 1000)));
+  const outcome = await Promise.race([stop().then(() => "done" as const), late]);
+  clearTimeout(timer);
+  if (outcome === "done") {
+    console.log("vmpools: stopped");
+    return 0;
+  }
+  const what = inFlight.size > 0 ? `${plural(inFlight.size, "request")} still in flight` : "work still in progress";
+  console.error(
+    `vmpools: ${what} after --drain-seconds ${seconds}; stopping anyway (the next start finishes or rolls back what was cut short)`,
+  );
+  for (const res of inFlight) res.socket?.destroy();
+  return 1;
 }
 
 export async function main(argv: readonly string[]): Promise<number> {
