@@ -567,7 +567,9 @@ async function serve(o: ServeOptions): Promise<number> {
     await closeBackends();
     // Refusals such as another reconciler holding the hypervisor carry a code: a message, no stack.
     const err = e as Error & { code?: unknown };
-    throw new Error(typeof err.code === "string" ? err.message : `the reconciler could not start: ${err.message}`);
+    // One line: virsh's errors come as several.
+    const message = err.message.trim().replace(/\s*\n\s*/g, "; ");
+    throw new Error(typeof err.code === "string" ? message : `the reconciler could not start: ${message}`);
   }
   started();
   const pools = o.pools ? ` (pools ${o.pools.join(", ")})` : "";

@@ -189,6 +189,32 @@ test("a busy port: one line naming the address and --listen, exit 1, and nothing
   }
 });
 
+test("a start that fails: one line, everything it opened closed, exit 1", async () => {
+  const s = serve("--uri", "test+unix:///default?socket=/nonexistent/libvirt-sock", "--listen", "127.0.0.1:0");
+  await until("serve to bind", () => /API on (http:\/\/\S+); starting/.exec(s.out()));
+  const url = /API on (http:\/\/[^;\s]+)/.exec(s.out())![1]!;
+  // virsh event keeps failing and is re-spawned: every child seen until serve exits.
+  const kids = new Map<number, string>();
+  const sampler = setInterval(() => descendants(s.child.pid!).forEach((k) => kids.set(k.pid, k.comm)), 20);
+  void s.exited.then(() => clearInterval(sampler));
+  // Bound but not started: the API says so instead of acting.
+  const early = await fetch(`${url}/v1/status`, { headers: { authorization: `Bearer ${tokens.root.token}` } });
+  expect(early.status).toBe(503);
+  expect(early.headers.get("retry-after")).toBe("1");
+  expect(await s.exited).toEqual({ code: 1, signal: null });
+  expect(s.err().trim().split("\n")).toEqual([
+    expect.stringMatching(/^vmpools: the reconciler could not start: .*not subscribed .*Failed to connect socket/),
+  ]);
+  expect([...kids.values()]).toContain("virsh");
+  expect([...kids.keys()].filter(alive)).toEqual([]);
+  // The port was released with everything else.
+  const again = createServer();
+  await new Promise<void>((resolve, reject) =>
+    again.once("error", reject).listen(Number(new URL(url).port), "127.0.0.1", resolve),
+  );
+  await new Promise((r) => again.close(r));
+}, 30_000);
+
 test("SIGTERM: requests in flight get their real answers, new connections are refused, exit 0", async () => {
   const s = serve("--pools", A, "--listen", "127.0.0.1:0");
   const url = await s.ready;
