@@ -10,6 +10,7 @@ import { VirshDriver } from "./driver/libvirt-driver";
 import { StateStore } from "./store/store";
 import { Reconciler, type ReconcilerStatus } from "./reconciler";
 import { createApiServer } from "./api/server";
+import { parseBody } from "./api/schemas";
 import { TokenAuth, newToken, userNameProblem } from "./api/auth";
 import { parseConsoleOption } from "./console";
 
@@ -170,6 +171,12 @@ const COMMANDS: Readonly<Record<string, Command>> = {
         }),
       );
       const body = Object.keys(options).length > 0 ? { options } : {};
+      // The API's own schema: a misspelt option is refused here, before a ticket is made.
+      const checked = parseBody("console", body);
+      if (!checked.ok) {
+        const problems = checked.problems.map((p) => p.replace(/^options\./, ""));
+        throw new UsageError(`--option: ${problems.join("; ")}`, "console");
+      }
       const vv = (await call("POST", `/v1/pools/${enc(pool!)}/vms/${enc(vm!)}/console`, body)).text;
       const out = str(values, "out", `${vm}.vv`);
       writeFileSync(out, vv, { mode: 0o600 });

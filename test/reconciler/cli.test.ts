@@ -275,6 +275,19 @@ describe("client commands", () => {
       );
     });
 
+    test("console options the API would refuse are refused before anything is sent", async () => {
+      const before = seen.length;
+      const r = await cli(
+        ["console", "P", "V", "--option", "fulscreen=1", "--option", "title=x", "--option", "enableUsbRedirect=maybe"],
+        { VMPOOLS_URL: url },
+      );
+      expect(r.code).toBe(2);
+      expect(r.err).toMatch(/^vmpools: console: --option: .*fulscreen.*console options are fullscreen, title/);
+      expect(r.err).toMatch(/enableUsbRedirect: expected true or false, got "maybe"/);
+      expect(seen.length).toBe(before);
+      expect(existsSync("V.vv")).toBe(false);
+    });
+
     test("a refusal prints the server's message and code, exit 1", async () => {
       const r = await cli(["take", "Desk-??"], { VMPOOLS_URL: `${url}/` });
       expect(r).toMatchObject({ code: 1, err: "vmpools: every member is held (HTTP 409, no-free-vm)" });
