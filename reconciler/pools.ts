@@ -10,6 +10,8 @@ export interface MemberRecord {
   readonly uuid: string;
   readonly state: DomainState;
   readonly metadata: MemberMetadata;
+  /** false once the domain was undefined while running: it leaves the pool when it stops. @default true */
+  readonly persistent?: boolean;
 }
 
 /**
@@ -33,6 +35,8 @@ export interface PoolMember {
   readonly uuid: string;
   readonly index: number;
   readonly state: DomainState;
+  /** false once undefined while running: never handed out or prestarted again (it vanishes when it stops). */
+  readonly persistent: boolean;
   /** Template version this member was created from (edits affect only new members). */
   readonly templateVersion: number;
   /** Base image the member's writable overlay reads through to. */
@@ -105,6 +109,7 @@ export function groupPools(
       uuid: r.uuid,
       index: m.index,
       state: r.state,
+      persistent: r.persistent !== false,
       templateVersion: m.templateVersion,
       baseImagePath: m.baseImagePath,
       baseImageFormat: m.baseImageFormat,
@@ -144,6 +149,11 @@ export function isUp(state: DomainState): boolean {
   return state !== "shut off" && state !== "crashed";
 }
 
+/** Suspended: up, but running no guest code until resumed. */
+export function isPaused(state: DomainState): boolean {
+  return state === "paused" || state === "pmsuspended";
+}
+
 /** Down in the seed's sense: may be reverted, detached or started. */
 export function isDown(state: DomainState): boolean {
   return state === "shut off" || state === "crashed";
@@ -162,7 +172,7 @@ export function freeMembers(
   busy: ReadonlyMap<string, MemberActivity>,
 ): string[] {
   const held = heldSet(assignments);
-  const free = pool.members.filter((m) => !held.has(m.name));
+  const free = pool.members.filter((m) => !held.has(m.name) && m.persistent);
   return [
     ...free.filter((m) => idle(busy, m) && m.state === "running"),
     ...free.filter((m) => busy.get(m.name) === "prestart"),
@@ -190,7 +200,7 @@ export function planPrestart(
 ): PrestartPlan {
   if (pool.policy.type !== "automatic") return { start: [], stop: [] };
   const held = heldSet(assignments);
-  const free = pool.members.filter((m) => !held.has(m.name));
+  const free = pool.members.filter((m) => !held.has(m.name) && m.persistent);
   const running = free.filter((m) => m.state === "running" && idle(busy, m));
   const up = running.length + free.filter((m) => busy.get(m.name) === "prestart").length;
   const target = pool.policy.prestarted;

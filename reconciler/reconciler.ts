@@ -26,11 +26,13 @@ import {
   VmStartError,
 } from "./errors";
 import { overlayFactsOf, spiceDisplayOf, systemVolumeOf, type OverlayFacts, type VolumeRef } from "./libvirt-xml";
+import { isAlternateVolumeName, otherVolumeName, planRevert, switchDiskVolume, type RevertPlan } from "./revert";
 import {
   freeMembers,
   groupPools,
   holdingsByUser,
   isDown,
+  isPaused,
   isUp,
   planMemberDown,
   planPrestart,
@@ -41,7 +43,7 @@ import {
   type Pool,
   type PoolPolicy,
 } from "./pools";
-import type { AssignedHow, ConsoleOptions, Intent, IntentKind, StateStore } from "./store/store";
+import type { AssignedHow, ConsoleOptions, Intent, IntentKind, MemberConditionKind, StateStore } from "./store/store";
 
 export interface RetryPolicy {
   /** Attempts per side effect (a prestart start, a revert) before giving up on it. */
@@ -71,6 +73,8 @@ export interface ReconcilerOptions {
    * @default every pool whose members are on the connection
    */
   readonly onlyPools?: readonly string[];
+  /** How long finished intents are kept (for inspection) before they are pruned. @default 7 days */
+  readonly keepFinishedIntentsMs?: number;
 }
 
 /** Who asks: a user acts on their own VMs only; an admin on any. */
@@ -92,7 +96,15 @@ export interface ReturnResult {
 
 /** Something the reconciler did; for logs, metrics and tests that wait for background work. */
 export interface Activity {
-  readonly kind: "taken" | "prestarted" | "surplus-stopped" | "reverted" | "returned" | "detached" | "rolled-back";
+  readonly kind:
+    | "taken"
+    | "prestarted"
+    | "surplus-stopped"
+    | "paused-stopped"
+    | "reverted"
+    | "returned"
+    | "detached"
+    | "rolled-back";
   readonly pool: string;
   readonly vm: string;
   readonly user?: string;
@@ -150,12 +162,20 @@ export interface ReconcilerStatus {
   readonly pendingIntents: number;
 }
 
-/** A revert intent's payload: enough to recreate the overlay even when a crash left it deleted. */
-interface RevertPayload extends VolumeRef, OverlayFacts {}
+/** The revert payload of intents written before reverts switched overlays (redone the new way). */
+interface LegacyRevertPayload extends VolumeRef, OverlayFacts {}
+
+const revertPlanOf = (payload: string): RevertPlan => {
+  const p = JSON.parse(payload) as RevertPlan | LegacyRevertPayload;
+  if ("from" in p) return p;
+  const { volume, ...facts } = p;
+  return { ...facts, from: volume, to: otherVolumeName(volume) };
+};
 
 const message = (e: unknown) => (e instanceof Error ? e.message : String(e));
 const asError = (e: unknown) => (e instanceof Error ? e : new Error(String(e)));
 const notFound = (e: unknown) => e instanceof VirshError && e.notFound;
+const PRUNE_EVERY_MS = 3600_000;
 /** How soon after a listing of libvirt a take naming an unknown pool may cause another. */
 const RELIST_AFTER_MS = 1000;
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
@@ -182,6 +202,8 @@ export class Reconciler extends EventEmitter<ReconcilerEventMap> {
   private readonly consoleTicketTtlMs: number;
   private readonly consoleHost: string;
   private readonly onlyPools?: ReadonlySet<string>;
+  private readonly keepFinishedIntentsMs: number;
+  private prunedAt = -Infinity;
 
   /** Pool members by domain name. */
   private readonly members = new Map<string, MemberRecord>();
@@ -192,10 +214,15 @@ export class Reconciler extends EventEmitter<ReconcilerEventMap> {
   /** Per member: the activities queued on it (the first one runs) and the tail of its queue. */
   private readonly activities = new Map<string, MemberActivity[]>();
   private readonly queues = new Map<string, Promise<void>>();
-  /** Free members whose revert failed: never handed out until a revert succeeds. */
+  /**
+   * Members whose revert began and has not finished (failed, or cut short): never handed out
+   * until a revert succeeds. Persisted as the store's member conditions, like the next one.
+   */
   private readonly quarantined = new Map<string, string>();
   /** Members whose prestart start failed every attempt; not prestarted until a start of them succeeds. */
   private readonly prestartGaveUp = new Map<string, string>();
+  /** Per member: the remaking of its previous overlay after a revert, which the next revert awaits. */
+  private readonly spareWork = new Map<string, Promise<void>>();
   private readonly prestartKicks = new Set<string>();
   private readonly tasks = new Set<Promise<void>>();
   private resyncRun?: Promise<void>;
@@ -221,6 +248,7 @@ export class Reconciler extends EventEmitter<ReconcilerEventMap> {
     this.consoleTicketTtlMs = options.consoleTicketTtlMs ?? 120_000;
     this.consoleHost = options.consoleHost ?? hostname();
     this.onlyPools = options.onlyPools && new Set(options.onlyPools);
+    this.keepFinishedIntentsMs = options.keepFinishedIntentsMs ?? 7 * 24 * 3600_000;
     if (!(Number.isInteger(this.retry.maxAttempts) && this.retry.maxAttempts >= 1)) {
       throw new RangeError(`retry.maxAttempts must be an integer ≥ 1, got ${this.retry.maxAttempts}`);
     }
@@ -242,9 +270,13 @@ export class Reconciler extends EventEmitter<ReconcilerEventMap> {
     for (const [pool, policy] of this.store.policyDocuments()) {
       if (this.manages(pool)) this.policyDocuments.set(pool, policy);
     }
+    for (const c of this.store.conditions()) {
+      if (this.manages(c.pool)) this.conditionMap(c.condition).set(c.vm, c.reason);
+    }
     await this.listMembers();
     await this.refreshPolicies();
     await this.recover();
+    this.pruneIntents();
     this.running = true;
     await this.resync();
     this.resyncTimer = setInterval(() => this.track("resync", this.resync()), this.resyncIntervalMs);
@@ -401,7 +433,10 @@ export class Reconciler extends EventEmitter<ReconcilerEventMap> {
       const members = pool.members.map((m): MemberStatus => {
         const a = holders.get(`${pool.name}\u0000${m.name}`);
         const activity = this.busy().get(m.name);
-        const problem = this.quarantined.get(m.name) ?? this.prestartGaveUp.get(m.name);
+        const problem =
+          this.quarantined.get(m.name) ??
+          this.prestartGaveUp.get(m.name) ??
+          (m.persistent ? undefined : "undefined while running: it leaves the pool when it stops");
         return {
           name: m.name,
           index: m.index,
@@ -436,11 +471,20 @@ export class Reconciler extends EventEmitter<ReconcilerEventMap> {
         await this.refreshPolicies();
         await this.syncHolderMarks();
         this.applyLevelRules();
+        this.pruneIntents();
       } finally {
         this.resyncRun = undefined;
       }
     })();
     return this.resyncRun;
+  }
+
+  /** Finished intents are history: kept for a while for inspection, pruned at most hourly (D13). */
+  private pruneIntents(): void {
+    const now = this.clock();
+    if (now - this.prunedAt < PRUNE_EVERY_MS) return;
+    this.prunedAt = now;
+    this.store.pruneIntents(Date.now() - this.keepFinishedIntentsMs);
   }
 
   // ---- members and pools -------------------------------------------------------------------
@@ -484,10 +528,25 @@ export class Reconciler extends EventEmitter<ReconcilerEventMap> {
     if (record && record.state !== state) this.setMember({ ...record, state });
   }
 
-  /** The member left libvirt (undefined) or left the pool (metadata gone): forget its runtime facts. */
-  private dropMember(vm: string): void {
+  /**
+   * The member left libvirt (`gone`: undefined, or a transient one stopped) or left the pool
+   * (metadata gone): forget its runtime facts. A gone member's alternate overlay goes with it:
+   * the engines know only their own volume.
+   */
+  private dropMember(vm: string, gone = true): void {
     const record = this.members.get(vm);
     if (!record) return;
+    const volume = this.systemVolumes.get(record.uuid);
+    if (gone && volume) {
+      const alternate = isAlternateVolumeName(volume.volume) ? volume.volume : otherVolumeName(volume.volume);
+      this.store.dropSpareVolume(volume.storagePool, alternate);
+      this.track(
+        "alternate overlay",
+        this.driver.deleteVolume(volume.storagePool, alternate).catch((e: unknown) => {
+          if (!notFound(e)) throw e;
+        }),
+      );
+    }
     this.members.delete(vm);
     this.poolCache = undefined;
     this.holderMarks.delete(vm);
@@ -577,7 +636,7 @@ export class Reconciler extends EventEmitter<ReconcilerEventMap> {
       const metadata = this.metadataByUuid.get(d.uuid);
       if (!metadata) continue;
       seen.add(d.name);
-      this.observe({ name: d.name, uuid: d.uuid, state: d.state, metadata });
+      this.observe({ name: d.name, uuid: d.uuid, state: d.state, metadata, persistent: d.persistent !== false });
     }
     const uuids = new Set(listed.map((d) => d.uuid));
     for (const uuid of this.metadataByUuid.keys()) if (!uuids.has(uuid)) this.metadataByUuid.delete(uuid);
@@ -607,7 +666,12 @@ export class Reconciler extends EventEmitter<ReconcilerEventMap> {
     }
     for (const pool of this.pools().values()) {
       for (const m of pool.members) {
-        if (this.isBusy(m.name) || !isDown(m.state)) continue;
+        if (this.isBusy(m.name)) continue;
+        if (isPaused(m.state) && !held.has(`${pool.name}\u0000${m.name}`)) {
+          this.track("stop paused", this.stopPaused(pool.name, m.name), m.name);
+          continue;
+        }
+        if (!isDown(m.state)) continue;
         const holder = held.get(`${pool.name}\u0000${m.name}`);
         if ((holder && pool.policy.type === "automatic") || this.quarantined.has(m.name)) {
           this.track("settle", this.settle(m.name), m.name);
@@ -626,7 +690,9 @@ export class Reconciler extends EventEmitter<ReconcilerEventMap> {
         this.track("refresh", this.refreshDomain(e.domain), e.domain);
         return;
       case "Undefined":
-        if (known && !this.isBusy(e.domain)) this.dropMember(e.domain);
+        // Undefined while running, a domain lives on (transient) until it stops: its holder
+        // keeps it, nobody else gets it (D1). The listing tells which it is.
+        if (known) this.track("refresh", this.refreshMembers());
         return;
       case "Stopped":
       case "Shutdown":
@@ -640,7 +706,11 @@ export class Reconciler extends EventEmitter<ReconcilerEventMap> {
         if (known && !this.isBusy(e.domain)) {
           const state = e.event === "Suspended" ? "paused" : e.event === "PMSuspended" ? "pmsuspended" : "running";
           this.setState(e.domain, state);
-          this.kickPrestart(this.members.get(e.domain)!.metadata.pool);
+          const pool = this.members.get(e.domain)!.metadata.pool;
+          if (isPaused(state) && !this.store.holder(pool, e.domain)) {
+            this.track("stop paused", this.stopPaused(pool, e.domain), e.domain);
+          }
+          this.kickPrestart(pool);
         }
         return;
     }
@@ -670,7 +740,7 @@ export class Reconciler extends EventEmitter<ReconcilerEventMap> {
       const metadata = this.ownMetadata(metadataBlock(xml));
       this.metadataByUuid.set(uuid, metadata);
       if (!metadata) {
-        this.dropMember(name);
+        this.dropMember(name, false);
         return;
       }
       const volume = systemVolumeOf(xml);
@@ -724,7 +794,14 @@ export class Reconciler extends EventEmitter<ReconcilerEventMap> {
     by: string,
   ): Promise<void> {
     try {
-      await this.powerOff(vm);
+      if (!(await this.powerOff(vm))) {
+        // Undefined while it ran: it vanished as it stopped, and with it the pool's claim on it.
+        const user = this.store.holder(poolName, vm)?.user;
+        this.store.completeIntent(intentId);
+        this.dropMember(vm);
+        this.emit("activity", { kind: "returned", pool: poolName, vm, ...(user ? { user } : {}), by });
+        return;
+      }
       if (revert) await this.revertMember(poolName, vm);
     } catch (e) {
       // Still held: an automatic pool retries at the next resync, an admin sees the error.
@@ -745,7 +822,7 @@ export class Reconciler extends EventEmitter<ReconcilerEventMap> {
     await this.driver.removeMetadata(vm, METADATA_NAMESPACE);
     this.store.forgetVm(poolName, vm);
     this.store.completeIntent(intentId);
-    this.dropMember(vm);
+    this.dropMember(vm, false);
     this.emit("activity", { kind: "detached", pool: poolName, vm });
   }
 
@@ -757,72 +834,155 @@ export class Reconciler extends EventEmitter<ReconcilerEventMap> {
     if (!isDown(state)) throw new Error(`${vm} is ${state}, neither running nor down`);
     await this.driver.start(vm);
     this.setState(vm, "running");
-    this.prestartGaveUp.delete(vm);
+    this.clearCondition(vm, "prestart-gave-up");
     return true;
   }
 
   /** Graceful shutdown first; the plug is pulled once the shutdown timeout has passed. */
-  private async powerOff(vm: string): Promise<void> {
-    let state = await this.driver.domainState(vm);
-    if (isUp(state)) {
-      await this.driver.shutdown(vm).catch((e: unknown) => {
-        if (!/not running/i.test(message(e))) throw e;
+  /**
+   * Resolves with false when the domain no longer exists: a transient one (undefined while it
+   * ran) vanishes as it stops.
+   */
+  private async powerOff(vm: string): Promise<boolean> {
+    const stateOrGone = () =>
+      this.driver.domainState(vm).catch((e: unknown): DomainState | "gone" => {
+        if (notFound(e)) return "gone";
+        throw e;
       });
+    const tolerate = (e: unknown) => {
+      if (!/not running/i.test(message(e)) && !notFound(e)) throw e;
+    };
+    let state = await stateOrGone();
+    if (state !== "gone" && isUp(state)) {
+      await this.driver.shutdown(vm).catch(tolerate);
       const deadline = this.clock() + this.shutdownTimeoutMs;
       let pollMs = 10;
-      state = await this.driver.domainState(vm);
-      while (isUp(state) && this.clock() < deadline) {
+      state = await stateOrGone();
+      while (state !== "gone" && isUp(state) && this.clock() < deadline) {
         await sleep(pollMs);
         pollMs = Math.min(pollMs * 2, 500);
-        state = await this.driver.domainState(vm);
+        state = await stateOrGone();
       }
-      if (isUp(state)) {
-        await this.driver.destroy(vm).catch((e: unknown) => {
-          if (!/not running/i.test(message(e))) throw e;
-        });
-        state = "shut off";
+      if (state !== "gone" && isUp(state)) {
+        await this.driver.destroy(vm).catch(tolerate);
+        state = await stateOrGone();
       }
     }
+    if (state === "gone") return false;
     this.setState(vm, state);
+    return true;
   }
 
   /**
-   * Recreates the member's overlay from its base image: O(1) in the image size. The overlay's
-   * facts are persisted with the intent first, so a crash between delete and create is redone.
+   * Puts the member back on a fresh overlay of its base image, in O(1) whatever the guest wrote
+   * (see revert.ts). The plan is persisted with the intent, and the member marked as needing a
+   * revert, before anything changes: a crash or a failure at any step is redone, and nothing is
+   * handed out meanwhile.
    */
   private async revertMember(poolName: string, vm: string): Promise<void> {
-    const target = await this.systemVolume(vm);
-    const facts = overlayFactsOf(await this.driver.volumeXml(target.storagePool, target.volume));
-    if (!facts) {
-      throw new Error(
-        `${vm}: system volume ${target.storagePool}/${target.volume} has no backing file, so it cannot be ` +
-          `reverted by recreating an overlay (raw full-copy disks are not supported for stateless pools)`,
-      );
-    }
-    const payload: RevertPayload = { ...target, ...facts };
-    const intentId = this.store.beginIntent("revert", poolName, vm, undefined, JSON.stringify(payload));
-    await this.redoRevert(poolName, vm, intentId, payload);
+    const current = await this.systemVolume(vm);
+    const plan = planRevert(current, await this.overlayFacts(vm, current));
+    const intentId = this.store.beginIntent("revert", poolName, vm, undefined, JSON.stringify(plan));
+    this.setCondition(vm, "revert-needed", "a revert began and has not finished");
+    await this.redoRevert(poolName, vm, intentId, plan);
   }
 
-  private async redoRevert(poolName: string, vm: string, intentId: string, p: RevertPayload): Promise<void> {
+  /** Capacity, format and backing of the member's overlay; from its other overlay if this one is gone. */
+  private async overlayFacts(vm: string, current: VolumeRef): Promise<OverlayFacts> {
+    for (const volume of [current.volume, otherVolumeName(current.volume)]) {
+      const xml = await this.driver.volumeXml(current.storagePool, volume).catch((e: unknown) => {
+        if (notFound(e)) return undefined;
+        throw e;
+      });
+      if (xml === undefined) continue;
+      const facts = overlayFactsOf(xml);
+      if (facts) return facts;
+      throw new Error(
+        `${vm}: system volume ${current.storagePool}/${volume} has no backing file, so it cannot be ` +
+          `reverted by switching to a fresh overlay (raw full-copy disks are not supported for stateless pools)`,
+      );
+    }
+    throw new Error(
+      `${vm}: neither ${current.volume} nor ${otherVolumeName(current.volume)} exists in storage pool ` +
+        `${current.storagePool}, so the base image it reverts to is unknown; redeploy the member`,
+    );
+  }
+
+  /**
+   * Switches the member to a fresh `p.to`, then (in the background) makes `p.from` the next
+   * fresh one; the intent is done when both are.
+   */
+  private async redoRevert(poolName: string, vm: string, intentId: string, p: RevertPlan): Promise<void> {
+    await this.spareWork.get(vm);
     try {
-      await this.withRetries(intentId, async () => {
-        await this.driver.deleteVolume(p.storagePool, p.volume).catch((e: unknown) => {
-          if (!notFound(e)) throw e;
-        });
-        await this.driver.createOverlayVolume(p.storagePool, p.volume, {
-          backingPath: p.backingPath,
-          backingFormat: p.backingFormat,
-          capacityBytes: p.capacityBytes,
-          format: p.format,
-        });
+      await this.withRetries(intentId, { complete: false }, async () => {
+        await this.makeFreshOverlay(p.storagePool, p.to, p);
+        // With secrets: the redefined domain keeps its console lock.
+        const xml = await this.driver.domainXml(vm, { inactive: true, securityInfo: true });
+        const switched = switchDiskVolume(xml, p.storagePool, p.from, p.to);
+        if (switched !== undefined) await this.driver.defineDomain(switched);
+        else if (systemVolumeOf(xml)?.volume !== p.to) {
+          throw new Error(`${vm}: its system disk reads neither ${p.from} nor ${p.to}; it changed during the revert`);
+        }
+        this.store.dropSpareVolume(p.storagePool, p.to);
       });
     } catch (e) {
-      this.quarantined.set(vm, `revert failed: ${message(e)}`);
+      this.setCondition(vm, "revert-needed", `revert failed: ${message(e)}`);
       throw e;
     }
-    this.quarantined.delete(vm);
+    this.setSystemVolume(vm, { storagePool: p.storagePool, volume: p.to });
+    this.clearCondition(vm, "revert-needed");
     this.emit("activity", { kind: "reverted", pool: poolName, vm });
+    this.remakeSpare(vm, intentId, p);
+  }
+
+  /**
+   * Makes `volume` a fresh overlay, unless it is one already (made by us and never attached
+   * since). Deleting a written one is the slow part, which is why spares are made in advance.
+   */
+  private async makeFreshOverlay(storagePool: string, volume: string, facts: OverlayFacts): Promise<void> {
+    if (this.store.spareVolume(storagePool, volume) === facts.backingPath) {
+      const exists = await this.driver.volumeXml(storagePool, volume).then(
+        () => true,
+        (e: unknown) => {
+          if (notFound(e)) return false;
+          throw e;
+        },
+      );
+      if (exists) return;
+    }
+    this.store.dropSpareVolume(storagePool, volume);
+    await this.driver.deleteVolume(storagePool, volume).catch((e: unknown) => {
+      if (!notFound(e)) throw e;
+    });
+    await this.driver.createOverlayVolume(storagePool, volume, {
+      backingPath: facts.backingPath,
+      backingFormat: facts.backingFormat,
+      capacityBytes: facts.capacityBytes,
+      format: facts.format,
+    });
+    this.store.addSpareVolume(storagePool, volume, facts.backingPath);
+  }
+
+  /**
+   * In the background: `p.from`, the overlay the guest wrote to, becomes the next revert's fresh
+   * one. Deleting it is what takes time, and only that next revert waits for it. A failure costs
+   * only speed: the next revert makes the overlay itself.
+   */
+  private remakeSpare(vm: string, intentId: string, p: RevertPlan): void {
+    const work = this.makeFreshOverlay(p.storagePool, p.from, p).then(
+      () => void this.store.completeIntent(intentId),
+      (e: unknown) => {
+        this.store.failIntent(intentId, `reverted; remaking ${p.from} as the next spare failed: ${message(e)}`, null);
+        throw e;
+      },
+    );
+    const settled = work.catch(() => undefined);
+    this.spareWork.set(vm, settled);
+    void settled.then(() => {
+      if (this.spareWork.get(vm) === settled) this.spareWork.delete(vm);
+    });
+    this.track("spare overlay", work, vm);
   }
 
   private async systemVolume(vm: string): Promise<VolumeRef> {
@@ -839,12 +999,41 @@ export class Reconciler extends EventEmitter<ReconcilerEventMap> {
     return volume;
   }
 
-  /** Runs `effect` until it succeeds or the attempts run out, recording each failure on the intent. */
-  private async withRetries(intentId: string, effect: () => Promise<void>): Promise<void> {
+  private setSystemVolume(vm: string, volume: VolumeRef): void {
+    const uuid = this.members.get(vm)?.uuid;
+    if (uuid !== undefined) this.systemVolumes.set(uuid, volume);
+  }
+
+  private conditionMap(kind: MemberConditionKind): Map<string, string> {
+    return kind === "revert-needed" ? this.quarantined : this.prestartGaveUp;
+  }
+
+  /** Persists the condition first: a member must stay out of service across a crash. */
+  private setCondition(vm: string, kind: MemberConditionKind, reason: string): void {
+    const pool = this.members.get(vm)?.metadata.pool;
+    if (pool !== undefined) this.store.setCondition(pool, vm, kind, reason);
+    this.conditionMap(kind).set(vm, reason);
+  }
+
+  private clearCondition(vm: string, kind: MemberConditionKind): void {
+    if (!this.conditionMap(kind).delete(vm)) return;
+    const pool = this.members.get(vm)?.metadata.pool;
+    if (pool !== undefined) this.store.clearCondition(pool, vm, kind);
+  }
+
+  /**
+   * Runs `effect` until it succeeds or the attempts run out, recording each failure on the
+   * intent, and completing it on success unless told not to (more follows).
+   */
+  private async withRetries(
+    intentId: string,
+    options: { readonly complete: boolean },
+    effect: () => Promise<void>,
+  ): Promise<void> {
     for (let attempt = 1; ; attempt++) {
       try {
         await effect();
-        this.store.completeIntent(intentId);
+        if (options.complete) this.store.completeIntent(intentId);
         return;
       } catch (e) {
         const delay = this.retry.baseDelayMs * 2 ** (attempt - 1);
@@ -881,9 +1070,9 @@ export class Reconciler extends EventEmitter<ReconcilerEventMap> {
     return this.withMember(vm, "prestart", async () => {
       const intentId = this.store.beginIntent("prestart", poolName, vm);
       try {
-        await this.withRetries(intentId, async () => void (await this.startIfDown(vm)));
+        await this.withRetries(intentId, { complete: true }, async () => void (await this.startIfDown(vm)));
       } catch (e) {
-        this.prestartGaveUp.set(vm, `prestart failed ${this.retry.maxAttempts} times: ${message(e)}`);
+        this.setCondition(vm, "prestart-gave-up", `prestart failed ${this.retry.maxAttempts} times: ${message(e)}`);
         this.kickPrestart(poolName);
         throw e;
       }
@@ -901,6 +1090,25 @@ export class Reconciler extends EventEmitter<ReconcilerEventMap> {
     });
   }
 
+  /**
+   * A free member that is paused (suspended by hand, or by qemu on an I/O error) can be neither
+   * handed out nor prestarted; nobody uses it, so it is powered off and restored like any free
+   * member that went down (D9).
+   */
+  private stopPaused(poolName: string, vm: string): Promise<void> {
+    return this.withMember(vm, "stop", async () => {
+      const state = await this.driver.domainState(vm);
+      this.setState(vm, state);
+      if (this.store.holder(poolName, vm) || !isPaused(state)) return;
+      await this.driver.destroy(vm).catch((e: unknown) => {
+        if (!/not running/i.test(message(e))) throw e;
+      });
+      this.setState(vm, "shut off");
+      this.emit("activity", { kind: "paused-stopped", pool: poolName, vm });
+      await this.handleDown(poolName, vm, true);
+    });
+  }
+
   // ---- crash recovery ------------------------------------------------------------------------
 
   /**
@@ -911,13 +1119,15 @@ export class Reconciler extends EventEmitter<ReconcilerEventMap> {
   private async recover(): Promise<void> {
     const pending = this.store.pendingIntents().filter((i) => this.manages(i.pool));
     const ordered = [...pending.filter((i) => i.kind === "revert"), ...pending.filter((i) => i.kind !== "revert")];
-    const results = await Promise.allSettled(ordered.map((i) => this.recoverIntent(i)));
+    // A return that wrapped a revert redone here must not revert the member a second time.
+    const reverted = new Set<string>();
+    const results = await Promise.allSettled(ordered.map((i) => this.recoverIntent(i, reverted)));
     for (const r of results) {
       if (r.status === "rejected") this.emit("failure", { context: "recovery", error: asError(r.reason) });
     }
   }
 
-  private recoverIntent(intent: Intent): Promise<void> {
+  private recoverIntent(intent: Intent, revertedVms: Set<string>): Promise<void> {
     const { pool: poolName, vm } = intent;
     const activity: Record<IntentKind, MemberActivity> = {
       take: "take",
@@ -943,13 +1153,23 @@ export class Reconciler extends EventEmitter<ReconcilerEventMap> {
           return;
         }
         case "revert": {
+          const plan = revertPlanOf(intent.payload!);
+          const current = systemVolumeOf(await this.driver.domainXml(vm, { inactive: true }));
+          if (current?.storagePool === plan.storagePool && current.volume === plan.to) {
+            // Switched before the crash: only the spare is left to make.
+            this.clearCondition(vm, "revert-needed");
+            this.remakeSpare(vm, intent.id, plan);
+            revertedVms.add(vm);
+            return;
+          }
           // Never pull the disk from under a running guest, whoever started it meanwhile.
           const state = await this.driver.domainState(vm);
           if (isUp(state)) {
             this.store.failIntent(intent.id, `not redone: ${vm} is ${state} now`, null);
             return;
           }
-          await this.redoRevert(poolName, vm, intent.id, JSON.parse(intent.payload!) as RevertPayload);
+          await this.redoRevert(poolName, vm, intent.id, plan);
+          revertedVms.add(vm);
           return;
         }
         case "return": {
@@ -960,7 +1180,8 @@ export class Reconciler extends EventEmitter<ReconcilerEventMap> {
             this.store.completeIntent(intent.id);
             return;
           }
-          await this.finishReturn(poolName, vm, intent.id, revertsOnReturn(pool.policy, holder), "recovery");
+          const revert = revertsOnReturn(pool.policy, holder) && !revertedVms.has(vm);
+          await this.finishReturn(poolName, vm, intent.id, revert, "recovery");
           return;
         }
         case "prestart":

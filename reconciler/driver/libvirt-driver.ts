@@ -24,6 +24,11 @@ export interface DomainInfo {
   readonly name: string;
   readonly uuid: string;
   readonly state: DomainState;
+  /**
+   * false for a transient domain: one undefined while running, which vanishes when it stops.
+   * @default true
+   */
+  readonly persistent?: boolean;
   /** The domain's element in the metadata namespace asked for, with `xmlns` set; absent when it has none. */
   readonly metadataXml?: string;
 }
@@ -126,14 +131,16 @@ export class VirshDriver implements LibvirtDriver {
 
   async listDomains(options: ListDomainsOptions = {}): Promise<readonly DomainInfo[]> {
     const uri = options.metadataUri ?? METADATA_NAMESPACE;
-    // Four list calls instead of one state query per domain; the metadata queries below are
+    // Five list calls instead of one state query per domain; the metadata queries below are
     // pipelined on the session, so 1000 domains cost 1000 RPCs but no round trips between them.
-    const [all, running, paused, shutOff] = await Promise.all([
+    const [all, running, paused, shutOff, transient] = await Promise.all([
       this.session.run(["list", "--all", "--uuid", "--name"]),
       this.session.run(["list", "--all", "--state-running", "--uuid"]),
       this.session.run(["list", "--all", "--state-paused", "--uuid"]),
       this.session.run(["list", "--all", "--state-shutoff", "--uuid"]),
+      this.session.run(["list", "--all", "--transient", "--uuid"]),
     ]);
+    const transientUuids = new Set(lines(transient));
     const states = new Map<string, DomainState | "ambiguous">();
     for (const [state, text] of [
       ["running", running],
@@ -152,7 +159,10 @@ export class VirshDriver implements LibvirtDriver {
             known === undefined || known === "ambiguous" ? this.domainState(uuid) : known,
             options.metadata === false ? undefined : this.getMetadata(uuid, uri),
           ]);
-          return metadataXml === undefined ? { name, uuid, state } : { name, uuid, state, metadataXml };
+          const persistent = !transientUuids.has(uuid);
+          return metadataXml === undefined
+            ? { name, uuid, state, persistent }
+            : { name, uuid, state, persistent, metadataXml };
         } catch (e) {
           // Undefined since the list call.
           if (e instanceof VirshError && e.notFound) return undefined;
@@ -206,12 +216,7 @@ export class VirshDriver implements LibvirtDriver {
 
   async setMetadata(name: string, uri: string, xml: string, key: string = METADATA_PREFIX): Promise<void> {
     const args = ["metadata", "--domain", name, "--uri", uri, "--key", key, "--set", toVirshMetadata(xml, uri)];
-    try {
-      await this.session.run([...args, "--live", "--config"]);
-    } catch (e) {
-      if (!(e instanceof VirshError && /domain is not running/.test(e.detail))) throw e;
-      await this.session.run([...args, "--config"]);
-    }
+    await this.liveAndConfig(args);
   }
 
   async getMetadata(name: string, uri: string): Promise<string | undefined> {
@@ -229,11 +234,20 @@ export class VirshDriver implements LibvirtDriver {
 
   async removeMetadata(name: string, uri: string): Promise<void> {
     const args = ["metadata", "--domain", name, "--uri", uri, "--remove"];
+    await this.liveAndConfig(args);
+  }
+
+  /** Changes both the running domain and its saved config; only the one of them that exists otherwise. */
+  private async liveAndConfig(args: readonly string[]): Promise<void> {
     try {
       await this.session.run([...args, "--live", "--config"]);
     } catch (e) {
-      if (!(e instanceof VirshError && /domain is not running/.test(e.detail))) throw e;
-      await this.session.run([...args, "--config"]);
+      if (!(e instanceof VirshError)) throw e;
+      if (/domain is not running/.test(e.detail)) await this.session.run([...args, "--config"]);
+      // Undefined while running: only the live domain is left.
+      else if (/transient domains do not have any persistent config/.test(e.detail))
+        await this.session.run([...args, "--live"]);
+      else throw e;
     }
   }
 

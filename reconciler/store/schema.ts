@@ -60,6 +60,26 @@ export const MIGRATIONS: readonly string[] = [
     updated_at INTEGER NOT NULL
   ) STRICT, WITHOUT ROWID;
   `,
+  // 5: what keeps a member out of service across restarts (a revert that must happen first, a
+  // prestart that kept failing), and the fresh spare overlays a revert switches a member to.
+  `
+  CREATE TABLE member_conditions (
+    pool      TEXT NOT NULL,
+    vm        TEXT NOT NULL,
+    condition TEXT NOT NULL CHECK (condition IN ('revert-needed', 'prestart-gave-up')),
+    reason    TEXT NOT NULL,
+    since     INTEGER NOT NULL,
+    PRIMARY KEY (pool, vm, condition)
+  ) STRICT, WITHOUT ROWID;
+
+  CREATE TABLE spare_volumes (
+    storage_pool TEXT NOT NULL,
+    volume       TEXT NOT NULL,
+    backing_path TEXT NOT NULL,
+    created_at   INTEGER NOT NULL,
+    PRIMARY KEY (storage_pool, volume)
+  ) STRICT, WITHOUT ROWID;
+  `,
 ];
 
 export const SCHEMA_VERSION = MIGRATIONS.length;

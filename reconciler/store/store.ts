@@ -41,6 +41,19 @@ export interface Intent {
   readonly updatedAt: number;
 }
 
+/** Why a member is kept out of service until the condition is cleared; survives restarts. */
+export const MEMBER_CONDITIONS = ["revert-needed", "prestart-gave-up"] as const;
+export type MemberConditionKind = (typeof MEMBER_CONDITIONS)[number];
+
+export interface MemberCondition {
+  readonly pool: string;
+  readonly vm: string;
+  readonly condition: MemberConditionKind;
+  readonly reason: string;
+  /** Epoch ms when it was first set. */
+  readonly since: number;
+}
+
 export type JsonValue = string | number | boolean | null | readonly JsonValue[] | { readonly [key: string]: JsonValue };
 /** Per-user console settings for a pool, e.g. `{ fullScreen: true, usbAutoShare: false }`. */
 export type ConsoleOptions = { readonly [key: string]: JsonValue };
@@ -164,6 +177,29 @@ const statements = (db: Database.Database) => ({
        WHERE pool = ? AND state = 'pending' AND kind <> 'detach'`,
   ),
   pruneIntents: db.prepare<[number]>("DELETE FROM intents WHERE state <> 'pending' AND updated_at < ?"),
+  intentCounts: db.prepare<[], { state: IntentState; n: number }>(
+    "SELECT state, count(*) AS n FROM intents GROUP BY state",
+  ),
+  setCondition: db.prepare<[string, string, MemberConditionKind, string, number]>(
+    `INSERT INTO member_conditions (pool, vm, condition, reason, since) VALUES (?, ?, ?, ?, ?)
+       ON CONFLICT (pool, vm, condition) DO UPDATE SET reason = excluded.reason`,
+  ),
+  clearCondition: db.prepare<[string, string, MemberConditionKind]>(
+    "DELETE FROM member_conditions WHERE pool = ? AND vm = ? AND condition = ?",
+  ),
+  clearVmConditions: db.prepare<[string, string]>("DELETE FROM member_conditions WHERE pool = ? AND vm = ?"),
+  clearPoolConditions: db.prepare<[string]>("DELETE FROM member_conditions WHERE pool = ?"),
+  conditions: db.prepare<[], MemberCondition>(
+    "SELECT pool, vm, condition, reason, since FROM member_conditions ORDER BY pool, vm, condition",
+  ),
+  addSpare: db.prepare<[string, string, string, number]>(
+    `INSERT INTO spare_volumes (storage_pool, volume, backing_path, created_at) VALUES (?, ?, ?, ?)
+       ON CONFLICT (storage_pool, volume) DO UPDATE SET backing_path = excluded.backing_path, created_at = excluded.created_at`,
+  ),
+  spare: db
+    .prepare<[string, string], string>("SELECT backing_path FROM spare_volumes WHERE storage_pool = ? AND volume = ?")
+    .pluck(),
+  dropSpare: db.prepare<[string, string]>("DELETE FROM spare_volumes WHERE storage_pool = ? AND volume = ?"),
   setConsole: db.prepare<[string, string, string, number]>(
     `INSERT INTO console_options (pool, user, options, updated_at) VALUES (?, ?, ?, ?)
        ON CONFLICT (pool, user) DO UPDATE SET options = excluded.options, updated_at = excluded.updated_at`,
@@ -359,6 +395,40 @@ export class StateStore {
     return this.q.pruneIntents.run(before).changes;
   }
 
+  /** How many intents are in each state (finished ones are kept until pruned). */
+  intentCounts(): Record<IntentState, number> {
+    const counts: Record<IntentState, number> = { pending: 0, done: 0, failed: 0 };
+    for (const r of this.q.intentCounts.all()) counts[r.state] = r.n;
+    return counts;
+  }
+
+  /** Sets (or re-words) a condition on a member; `since` stays the time it was first set. */
+  setCondition(pool: string, vm: string, condition: MemberConditionKind, reason: string): void {
+    this.q.setCondition.run(pool, vm, condition, reason, Date.now());
+  }
+
+  clearCondition(pool: string, vm: string, condition: MemberConditionKind): void {
+    this.q.clearCondition.run(pool, vm, condition);
+  }
+
+  conditions(): readonly MemberCondition[] {
+    return this.q.conditions.all();
+  }
+
+  /** Records that `volume` is a fresh overlay of `backingPath` nobody has attached since it was made. */
+  addSpareVolume(storagePool: string, volume: string, backingPath: string): void {
+    this.q.addSpare.run(storagePool, volume, backingPath, Date.now());
+  }
+
+  /** The backing path of a fresh spare overlay, or undefined when `volume` is not known to be one. */
+  spareVolume(storagePool: string, volume: string): string | undefined {
+    return this.q.spare.get(storagePool, volume);
+  }
+
+  dropSpareVolume(storagePool: string, volume: string): void {
+    this.q.dropSpare.run(storagePool, volume);
+  }
+
   /** Remembers `opts` as the user's console defaults for the pool (replacing earlier ones). */
   setConsoleOptions(pool: string, user: string, opts: ConsoleOptions): void {
     this.q.setConsole.run(pool, user, JSON.stringify(opts), Date.now());
@@ -386,6 +456,7 @@ export class StateStore {
     return this.db
       .transaction((): boolean => {
         this.q.cancelVmIntents.run(DETACHED, Date.now(), pool, vm);
+        this.q.clearVmConditions.run(pool, vm);
         return this.q.unassign.run(pool, vm).changes === 1;
       })
       .immediate();
@@ -397,6 +468,7 @@ export class StateStore {
       .transaction((): number => {
         this.q.cancelPoolIntents.run(DETACHED, Date.now(), pool);
         this.q.forgetConsole.run(pool);
+        this.q.clearPoolConditions.run(pool);
         return this.q.unassignPool.run(pool).changes;
       })
       .immediate();

@@ -1,8 +1,13 @@
 // Failures hostile testing found in the reconciler (issue 9, D1–D14), each reproduced on libvirtd's
 // test hypervisor; every test here failed before its fix.
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { performance } from "node:perf_hooks";
 import type { LibvirtDriver, VirshDriver } from "../../reconciler/driver/libvirt-driver";
+import { NoFreeVmError } from "../../reconciler/errors";
 import { useTestHypervisor } from "./harness";
+import { activity, eventually, FRESH_ALLOCATION, overlayAllocation, writeToOverlay } from "./support";
 
 const h = useTestHypervisor();
 
@@ -58,5 +63,96 @@ describe("D6: takes naming an unknown pool", () => {
     counted!.calls.clear();
     await expect(s.reconciler.take("NoSuchPool", "bob")).rejects.toThrow(/NoSuchPool/);
     expect([...counted!.calls.keys()]).toEqual([]);
+  });
+});
+
+describe("D1: a running, held member undefined by hand", () => {
+  it("stays with its holder, is never handed to anyone else, and leaves the pool when it stops", async () => {
+    const s = await h.setup("Undef", { size: 3, prestarted: 1 });
+    const { vm } = await s.reconciler.take(s.pool, "alice");
+    await h.driver.undefineDomain(vm); // still running: now a transient domain
+    await eventually(() =>
+      expect(s.reconciler.status().pools[0]!.members.find((m) => m.name === vm)?.problem).toMatch(
+        /undefined while running/,
+      ),
+    );
+    await s.reconciler.resync();
+    await s.reconciler.idle();
+    expect(s.store.holder(s.pool, vm)?.user).toBe("alice");
+    // Everyone else gets the other members, never this one.
+    const others = await Promise.all(["bob", "carol"].map((u) => s.reconciler.take(s.pool, u)));
+    expect(others.map((t) => t.vm)).not.toContain(vm);
+    await expect(s.reconciler.take(s.pool, "dave")).rejects.toBeInstanceOf(NoFreeVmError);
+
+    await s.reconciler.return(s.pool, vm, { user: "alice" });
+    await s.reconciler.idle();
+    expect(await h.driver.listDomains({ metadata: false })).not.toContainEqual(expect.objectContaining({ name: vm }));
+    expect(s.store.holder(s.pool, vm)).toBeUndefined();
+    expect(s.reconciler.status().pools[0]!.members.map((m) => m.name)).not.toContain(vm);
+  });
+});
+
+describe("D2: a revert that keeps failing", () => {
+  it("keeps the member out of service across a restart, and the restarted reconciler reverts it first", async () => {
+    let failing = true;
+    const failDefine = (d: VirshDriver): LibvirtDriver =>
+      Object.create(d, {
+        defineDomain: {
+          value: async (xml: string) => {
+            if (failing) throw new Error("Too many open files");
+            return d.defineDomain(xml);
+          },
+        },
+      }) as LibvirtDriver;
+    const dir = mkdtempSync(join(tmpdir(), "vmpools-d2-"));
+    const db = join(dir, "state.db");
+    const s = await h.setup("RevFail", { size: 1 }, { driver: failDefine, expectFailures: true, storePath: db });
+    const { vm } = await s.reconciler.take(s.pool, "alice");
+    await writeToOverlay(h.driver, s.member(vm));
+    await h.guestPowersOff(s, vm);
+    expect(s.failures.map((f) => f.error.message)).toContainEqual(expect.stringMatching(/Too many open files/));
+    expect(s.reconciler.status().pools[0]!.members[0]).toMatchObject({
+      problem: expect.stringMatching(/revert failed/),
+    });
+    await expect(s.reconciler.take(s.pool, "bob")).rejects.toBeInstanceOf(NoFreeVmError);
+    await s.reconciler.stop();
+    s.store.close();
+
+    // libvirt works again; a new reconciler on the same store.
+    failing = false;
+    const again = await h.restart(s, db, { driver: failDefine });
+    expect(again.reconciler.status().pools[0]!.members[0]!.problem).toBeUndefined();
+    expect(await overlayAllocation(h.driver, s.member(vm))).toBe(FRESH_ALLOCATION);
+    expect((await again.reconciler.take(s.pool, "bob")).vm).toBe(vm);
+    rmSync(dir, { recursive: true, force: true });
+  });
+});
+
+describe("D9: a free member that is suspended", () => {
+  it("is powered off and restored, and the pool prestarts again", async () => {
+    const s = await h.setup("Paused", { size: 2, prestarted: 1 });
+    const prestarted = s.reconciler.status().pools[0]!.members.find((m) => m.role === "prestarted")!.name;
+    const stopped = activity(s.reconciler, "paused-stopped", prestarted);
+    await h.driver.session.run(["suspend", "--domain", prestarted]);
+    await stopped;
+    await s.reconciler.idle();
+    expect(s.reconciler.status().pools[0]!.counts).toMatchObject({ prestarted: 1, held: 0 });
+    expect(s.reconciler.status().pools[0]!.members.map((m) => m.state)).not.toContain("paused");
+  });
+});
+
+describe("D13: finished intents", () => {
+  it("are pruned after their retention, pending ones never", async () => {
+    const s = await h.setup("Prune", { size: 2 }, { keepFinishedIntentsMs: 0 });
+    const { vm } = await s.reconciler.take(s.pool, "alice");
+    await s.reconciler.return(s.pool, vm, { user: "alice" });
+    await s.reconciler.idle();
+    // Pruned at most hourly: the run that finished them has not pruned yet.
+    await s.reconciler.resync();
+    expect(s.store.intentCounts().done).toBeGreaterThan(0);
+    await s.reconciler.stop();
+    await new Promise((r) => setTimeout(r, 5));
+    const again = await h.restart(s, undefined, { keepFinishedIntentsMs: 0 });
+    expect(again.store.intentCounts()).toEqual({ pending: 0, done: 0, failed: 0 });
   });
 });

@@ -30,12 +30,19 @@ export interface SetupOptions extends Partial<Omit<ReconcilerOptions, "driver" |
   readonly driver?: (driver: VirshDriver) => LibvirtDriver;
   /** Failures the test expects; any other background failure fails the test. */
   readonly expectFailures?: boolean;
+  /** A store file instead of an in-memory store (for restarts on a reopened store). */
+  readonly storePath?: string;
 }
 
 export interface Harness {
   readonly driver: VirshDriver;
   readonly events: DomainEvents;
   setup(prefix: string, props: Partial<VmPoolProps>, options?: SetupOptions): Promise<Setup>;
+  /**
+   * A new reconciler for the same pool, on the same store (or the store file reopened), as after
+   * a restart of `serve`; the old one must be stopped.
+   */
+  restart(s: Setup, storePath?: string, options?: SetupOptions): Promise<Setup>;
   /** Simulates the guest powering itself off (destroy), and waits until the reconciler dealt with it. */
   guestPowersOff(s: Setup, vm: string): Promise<void>;
 }
@@ -78,10 +85,25 @@ export function useTestHypervisor(): Harness {
       return h.events;
     },
     async setup(prefix, props, options = {}) {
-      const { withEvents = true, driver: wrap, expectFailures = false, ...rest } = options;
       const plan = await deployPool(h.driver, validProps({ name: uniquePoolName(prefix), ...props }));
       plans.push(plan);
-      const store = StateStore.open(":memory:");
+      return start(plan, options.storePath ? StateStore.open(options.storePath) : StateStore.open(":memory:"), options);
+    },
+    restart(s, storePath, options = {}) {
+      return start(s.plan, storePath ? StateStore.open(storePath) : s.store, options);
+    },
+    async guestPowersOff(s, vm) {
+      const stopped = h.events.waitFor((e) => e.domain === vm && e.event === "Stopped", 5000);
+      await h.driver.destroy(vm);
+      await stopped;
+      await s.reconciler.idle();
+    },
+  };
+
+  async function start(plan: PoolPlan, store: StateStore, options: SetupOptions): Promise<Setup> {
+    {
+      const { withEvents = true, driver: wrap, expectFailures = false, ...rest } = options;
+      delete (rest as { storePath?: string }).storePath;
       const reconciler = new Reconciler({
         driver: wrap ? wrap(h.driver) : h.driver,
         store,
@@ -108,12 +130,6 @@ export function useTestHypervisor(): Harness {
         roles: () =>
           Object.fromEntries(reconciler.status().pools[0]!.members.map((m) => [m.name, `${m.role}/${m.state}`])),
       };
-    },
-    async guestPowersOff(s, vm) {
-      const stopped = h.events.waitFor((e) => e.domain === vm && e.event === "Stopped", 5000);
-      await h.driver.destroy(vm);
-      await stopped;
-      await s.reconciler.idle();
-    },
-  };
+    }
+  }
 }

@@ -32,6 +32,7 @@ function pool(states: readonly DomainState[], policy: Partial<PoolPolicy> = {}):
       uuid: `u-${i + 1}`,
       index: i + 1,
       state,
+      persistent: true,
       templateVersion: 1,
       baseImagePath: "/base.qcow2",
       baseImageFormat: "qcow2",

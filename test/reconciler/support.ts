@@ -7,6 +7,7 @@ import type { VmPlan } from "../../core/plan";
 import type { VirshDriver } from "../../reconciler/driver/libvirt-driver";
 import type { Activity, Reconciler } from "../../reconciler/reconciler";
 import { TEST_STORAGE_POOL, systemDisk } from "../../reconciler/local/deploy";
+import { systemVolumeOf } from "../../reconciler/libvirt-xml";
 
 export { TEST_STORAGE_POOL, deployPool, removePool, systemDisk } from "../../reconciler/local/deploy";
 
@@ -20,9 +21,17 @@ export const uniquePoolName = (prefix: string) => `${prefix}${randomBytes(3).toS
 export const WRITTEN_ALLOCATION = 4096;
 export const FRESH_ALLOCATION = 0;
 
+/**
+ * The overlay the member boots from now: a revert switches a member between its engine-made
+ * overlay and an alternate one (reconciler/revert.ts).
+ */
+export async function currentOverlay(driver: VirshDriver, vm: VmPlan): Promise<string> {
+  return systemVolumeOf(await driver.domainXml(vm.name, { inactive: true }))!.volume;
+}
+
 /** Replaces the member's overlay by one that looks written to (same backing and capacity). */
 export async function writeToOverlay(driver: VirshDriver, vm: VmPlan): Promise<void> {
-  const disk = systemDisk(vm);
+  const disk = { ...systemDisk(vm), volumeName: await currentOverlay(driver, vm) };
   const dir = mkdtempSync(join(tmpdir(), "vmpools-vol-"));
   try {
     const file = join(dir, "vol.xml");
@@ -40,7 +49,7 @@ export async function writeToOverlay(driver: VirshDriver, vm: VmPlan): Promise<v
 }
 
 export async function overlayAllocation(driver: VirshDriver, vm: VmPlan): Promise<number> {
-  const xml = await driver.volumeXml(TEST_STORAGE_POOL, systemDisk(vm).volumeName);
+  const xml = await driver.volumeXml(TEST_STORAGE_POOL, await currentOverlay(driver, vm));
   return Number(/<allocation unit='bytes'>(\d+)<\/allocation>/.exec(xml)![1]);
 }
 

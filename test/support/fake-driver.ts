@@ -819,15 +819,12 @@ export class FakeDriver implements LibvirtDriver {
     return render([element(tagOf(n), { xmlns: uri, ...attrsOf(n) }, childrenOf(n))]);
   }
 
-  /** Edits the live (when running) and persistent metadata, refusing as libvirt does for transient domains. */
-  private editMetadata(d: Domain, args: readonly string[], edit: (m: Map<string, MetadataEntry>) => void): void {
-    if (!d.persistent) {
-      throw new VirshError(
-        args,
-        "Requested operation is not valid: transient domains do not have any persistent config",
-      );
-    }
-    edit(d.config.metadata);
+  /**
+   * Edits the live (when running) and persistent metadata; a transient domain has only the live
+   * one (libvirt refuses `--config` for it, and the driver then edits `--live` alone).
+   */
+  private editMetadata(d: Domain, _args: readonly string[], edit: (m: Map<string, MetadataEntry>) => void): void {
+    if (d.persistent) edit(d.config.metadata);
     if (d.live) edit(d.live.metadata);
   }
 
