@@ -15,7 +15,7 @@ import { renderDomainXml, type RenderDomainOptions } from "../../reconciler/loca
 import { Reconciler, type Failure } from "../../reconciler/reconciler";
 import { StateStore } from "../../reconciler/store/store";
 import { ensureGuest, ensureLibvirt, guestCmdline, LIBVIRT_URI, parseGuestLog, readImageMarker } from "../guest/guest";
-import { activity, systemDisk } from "./support";
+import { activity, currentOverlay } from "./support";
 
 const IMAGES = "/var/lib/libvirt/images";
 const BASE_MARKER = "BASE-CLEAN";
@@ -81,7 +81,8 @@ const guestFiles = () => {
   return { kernelPath: g.kernelPath, initrdPath: g.initrdPath };
 };
 const logPath = (vm: VmPlan) => path.join(dir, `${vm.name}.log`);
-const overlayPath = (vm: VmPlan) => path.join(dir, systemDisk(vm).volumeName);
+/** The overlay the member boots from now (a revert switches it to its alternate, see reconciler/revert.ts). */
+const overlayPath = async (vm: VmPlan) => path.join(dir, await currentOverlay(driver, vm));
 const guestLog = (vm: VmPlan) => parseGuestLog(fs.readFileSync(logPath(vm), "utf8"));
 
 beforeAll(async () => {
@@ -145,7 +146,7 @@ test("guests write, power off and are handled as their pool says; consoles get t
   expect(await returned).toMatchObject({ user: "alice", by: "shutdown" });
   expect(guestLog(s1!)).toMatchObject({ marker: BASE_MARKER, written: "STATELESS-WROTE", poweredOff: true });
   expect(store.holder(stateless.pool.name, s1!.name)).toBeUndefined();
-  expect(readImageMarker(overlayPath(s1!), "qcow2")).toBe(BASE_MARKER);
+  expect(readImageMarker(await overlayPath(s1!), "qcow2")).toBe(BASE_MARKER);
   // The next user's guest itself sees the clean disk.
   await reconciler.idle();
   returned = activity(reconciler, "returned", s1!.name, 60_000);
@@ -159,7 +160,7 @@ test("guests write, power off and are handled as their pool says; consoles get t
   await reconciler.take(stateful.pool.name, "alice");
   await returned;
   expect(store.holder(stateful.pool.name, f1!.name)).toBeUndefined();
-  expect(readImageMarker(overlayPath(f1!), "qcow2")).toBe("STATEFUL-WROTE");
+  expect(readImageMarker(await overlayPath(f1!), "qcow2")).toBe("STATEFUL-WROTE");
 
   // Manual pool: still assigned after the guest powered off, until an admin returns it.
   const [m1] = manual.members;
@@ -168,10 +169,10 @@ test("guests write, power off and are handled as their pool says; consoles get t
   await stopped;
   await reconciler.idle();
   expect(store.holder(manual.pool.name, m1!.name)?.user).toBe("alice");
-  expect(readImageMarker(overlayPath(m1!), "qcow2")).toBe("MANUAL-WROTE");
+  expect(readImageMarker(await overlayPath(m1!), "qcow2")).toBe("MANUAL-WROTE");
   expect(await reconciler.return(manual.pool.name, m1!.name, { admin: true })).toMatchObject({ reverted: true });
   expect(store.holder(manual.pool.name, m1!.name)).toBeUndefined();
-  expect(readImageMarker(overlayPath(m1!), "qcow2")).toBe(BASE_MARKER);
+  expect(readImageMarker(await overlayPath(m1!), "qcow2")).toBe(BASE_MARKER);
 
   // Console: only the holder gets a file; its ticket is the domain's SPICE password, short-lived.
   const [c1] = consolePool.members;
@@ -235,6 +236,7 @@ test("after a libvirtd restart the session reconnects, events resubscribe and re
   expect(await reconciler.take(stateless.pool.name, "carol")).toMatchObject({ vm: s1!.name, started: true });
   expect(await returned).toMatchObject({ user: "carol", by: "shutdown" });
   expect(guestLog(s1!)).toMatchObject({ marker: BASE_MARKER, written: "STATELESS-WROTE", poweredOff: true });
-  expect(readImageMarker(overlayPath(s1!), "qcow2")).toBe(BASE_MARKER);
+  expect(readImageMarker(await overlayPath(s1!), "qcow2")).toBe(BASE_MARKER);
+  await reconciler.idle();
   expect(store.pendingIntents()).toEqual([]);
 }, 120_000);
