@@ -538,22 +538,28 @@ async function serve(o: ServeOptions): Promise<number> {
   let stopping = false;
   let finish!: (code: Promise<number>) => void;
   const stopped = new Promise<number>((resolve) => (finish = resolve));
-  const onSignal = (signal: NodeJS.Signals) => {
-    if (stopping) {
-      console.error(`vmpools: ${signal} again: stopping now`);
-      process.exit(1);
-    }
+  const beginStop = (why: string, code: 0 | 1) => {
     stopping = true;
-    console.log(`vmpools: ${signal}: taking no new requests; finishing ${plural(inFlight.size, "request")} in flight`);
-    finish(
-      stopWithin(o.drainSeconds, inFlight, async () => {
-        await drain(server, inFlight);
-        await startSettled;
-        await reconciler.stop();
-        await closeBackends();
-      }),
-    );
+    console.log(`vmpools: ${why}: taking no new requests; finishing ${plural(inFlight.size, "request")} in flight`);
+    const stop = stopWithin(o.drainSeconds, inFlight, async () => {
+      await drain(server, inFlight);
+      await startSettled;
+      await reconciler.stop();
+      await closeBackends();
+    });
+    finish(stop.then((c) => Math.max(c, code)));
   };
+  const onSignal = (signal: NodeJS.Signals) => {
+    if (!stopping) return beginStop(signal, 0);
+    console.error(`vmpools: ${signal} again: stopping now`);
+    process.exit(1);
+  };
+  // The reconciler has stopped acting; an API in front of it would only answer for stale state.
+  reconciler.on("leaseLost", (e) => {
+    if (stopping) return;
+    console.error(`vmpools: lost the lease on the hypervisor, another reconciler may act now (${oneLine(e.message)})`);
+    beginStop("lease lost", 1);
+  });
   process.on("SIGTERM", onSignal);
   process.on("SIGINT", onSignal);
   const done = async () => {
@@ -574,8 +580,7 @@ async function serve(o: ServeOptions): Promise<number> {
     await closeBackends();
     // Refusals such as another reconciler holding the hypervisor carry a code: a message, no stack.
     const err = e as Error & { code?: unknown };
-    // One line: virsh's errors come as several.
-    const message = err.message.trim().replace(/\s*\n\s*/g, "; ");
+    const message = oneLine(err.message);
     throw new Error(typeof err.code === "string" ? message : `the reconciler could not start: ${message}`);
   }
   started();
@@ -583,6 +588,9 @@ async function serve(o: ServeOptions): Promise<number> {
   console.log(`vmpools: reconciling ${o.uri}${pools}, API on ${url}`);
   return await done();
 }
+
+/** virsh's errors come as several lines; serve's messages are one. */
+const oneLine = (text: string) => text.trim().replace(/\s*\n\s*/g, "; ");
 
 const plural = (n: number, what: string) => `${n} ${what}${n === 1 ? "" : "s"}`;
 
