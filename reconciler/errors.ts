@@ -114,3 +114,12 @@ export class NotRunningError extends Error {
     this.name = "NotRunningError";
   }
 }
+
+/** The reconciler is not the active one for its pools (it lost its lease, or was stopped). */
+export class NotActiveError extends Error {
+  readonly code = "not-active";
+  constructor(reason: string) {
+    super(`this vmpools reconciler is not active (${reason}); ask the active one, or restart this one`);
+    this.name = "NotActiveError";
+  }
+}

@@ -19,6 +19,7 @@ import {
   NotDownError,
   NotHeldError,
   NotHolderError,
+  NotActiveError,
   NotRunningError,
   UnknownPoolError,
   UnknownVmError,
@@ -26,6 +27,7 @@ import {
   VmStartError,
 } from "./errors";
 import { overlayFactsOf, spiceDisplayOf, systemVolumeOf, type OverlayFacts, type VolumeRef } from "./libvirt-xml";
+import { HypervisorLease, type LeaseOptions } from "./lease";
 import { isAlternateVolumeName, otherVolumeName, planRevert, switchDiskVolume, type RevertPlan } from "./revert";
 import {
   freeMembers,
@@ -75,6 +77,12 @@ export interface ReconcilerOptions {
   readonly onlyPools?: readonly string[];
   /** How long finished intents are kept (for inspection) before they are pruned. @default 7 days */
   readonly keepFinishedIntentsMs?: number;
+  /**
+   * The lease that keeps a second reconciler of the same pools on this hypervisor from acting
+   * (see lease.ts); `start()` refuses with a LeaseHeldError while another holds it.
+   * @default a lease for `onlyPools` (or every pool), 15 s
+   */
+  readonly lease?: Omit<LeaseOptions, "pools">;
 }
 
 /** Who asks: a user acts on their own VMs only; an admin on any. */
@@ -123,6 +131,8 @@ export interface Failure {
 export interface ReconcilerEventMap {
   activity: [Activity];
   failure: [Failure];
+  /** The lease was lost (another reconciler may act now): this one has stopped acting. */
+  leaseLost: [Error];
 }
 
 export interface MemberStatus {
@@ -203,6 +213,8 @@ export class Reconciler extends EventEmitter<ReconcilerEventMap> {
   private readonly consoleHost: string;
   private readonly onlyPools?: ReadonlySet<string>;
   private readonly keepFinishedIntentsMs: number;
+  private readonly lease: HypervisorLease;
+  private leaseLost?: Error;
   private prunedAt = -Infinity;
 
   /** Pool members by domain name. */
@@ -249,6 +261,16 @@ export class Reconciler extends EventEmitter<ReconcilerEventMap> {
     this.consoleHost = options.consoleHost ?? hostname();
     this.onlyPools = options.onlyPools && new Set(options.onlyPools);
     this.keepFinishedIntentsMs = options.keepFinishedIntentsMs ?? 7 * 24 * 3600_000;
+    this.lease = new HypervisorLease(this.driver, {
+      ...(options.onlyPools ? { pools: options.onlyPools } : {}),
+      ...(this.driver.domainType ? { domainType: this.driver.domainType } : {}),
+      ...options.lease,
+    });
+    this.lease.on("lost", (e) => {
+      this.leaseLost = e;
+      this.emit("failure", { context: "lease", error: e });
+      void this.stop().then(() => this.emit("leaseLost", e));
+    });
     if (!(Number.isInteger(this.retry.maxAttempts) && this.retry.maxAttempts >= 1)) {
       throw new RangeError(`retry.maxAttempts must be an integer ≥ 1, got ${this.retry.maxAttempts}`);
     }
@@ -259,6 +281,8 @@ export class Reconciler extends EventEmitter<ReconcilerEventMap> {
    * pending, applies the pools' rules once, and resyncs periodically from then on.
    */
   async start(): Promise<void> {
+    // Before anything else: a second reconciler of the same pools must not act at all.
+    await this.lease.acquire();
     if (this.events) {
       this.events.on("lifecycle", this.onLifecycle);
       this.events.on("ready", this.onEventsReady);
@@ -289,6 +313,7 @@ export class Reconciler extends EventEmitter<ReconcilerEventMap> {
     this.events?.off("lifecycle", this.onLifecycle);
     this.events?.off("ready", this.onEventsReady);
     await this.idle();
+    await this.lease.release();
   }
 
   /** Resolves once no work is queued or running (events already received included). */
@@ -495,6 +520,7 @@ export class Reconciler extends EventEmitter<ReconcilerEventMap> {
   }
 
   private async requirePool(name: string): Promise<Pool> {
+    if (this.leaseLost) throw new NotActiveError(`it lost its lease: ${this.leaseLost.message}`);
     // A pool deployed since the last listing is found by looking once more; one listing serves
     // every take that asks meanwhile, and none is made for a second after the last (D6: a burst
     // of takes naming a pool that does not exist must not stall everyone's takes).

@@ -18,6 +18,7 @@ const STATUS_BY_CODE: Readonly<Record<string, number>> = {
   "admin-required": 403,
   "invalid-console-options": 400,
   "start-failed": 502,
+  "not-active": 503,
 };
 
 class HttpError extends Error {

@@ -85,6 +85,8 @@ export interface MigrateOptions {
 
 /** What the reconciler needs from libvirt; one instance talks to one connection URI. */
 export interface LibvirtDriver {
+  /** The domain type this connection defines domains with (`test` on the test hypervisor). @default "qemu" */
+  readonly domainType?: string;
   /** Every defined or running domain with its state and, when present, its metadata element. */
   listDomains(options?: ListDomainsOptions): Promise<readonly DomainInfo[]>;
   domainState(name: string): Promise<DomainState>;
@@ -127,6 +129,10 @@ export class VirshDriver implements LibvirtDriver {
 
   constructor(private readonly options: VirshSessionOptions) {
     this.session = new VirshSession(options);
+  }
+
+  get domainType(): string {
+    return /^test(\+|:)/.test(this.options.uri) ? "test" : "qemu";
   }
 
   async listDomains(options: ListDomainsOptions = {}): Promise<readonly DomainInfo[]> {

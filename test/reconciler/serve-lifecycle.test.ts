@@ -193,7 +193,7 @@ test("a start that fails: one line, everything it opened closed, exit 1", async 
   const s = serve("--uri", "test+unix:///default?socket=/nonexistent/libvirt-sock", "--listen", "127.0.0.1:0");
   await until("serve to bind", () => /API on (http:\/\/\S+); starting/.exec(s.out()));
   const url = /API on (http:\/\/[^;\s]+)/.exec(s.out())![1]!;
-  // virsh event keeps failing and is re-spawned: every child seen until serve exits.
+  // Every child seen until serve exits.
   const kids = new Map<number, string>();
   const sampler = setInterval(() => descendants(s.child.pid!).forEach((k) => kids.set(k.pid, k.comm)), 20);
   void s.exited.then(() => clearInterval(sampler));
@@ -201,7 +201,8 @@ test("a start that fails: one line, everything it opened closed, exit 1", async 
   expect(s.err().trim().split("\n")).toEqual([
     expect.stringMatching(/^vmpools: the reconciler could not start: .*Failed to connect socket/),
   ]);
-  expect([...kids.values()]).toContain("virsh");
+  // The lease is taken first, so start fails at its first virsh call (the session's child may
+  // be gone before a sample sees it); whatever was seen is gone too.
   expect([...kids.keys()].filter(alive)).toEqual([]);
   // The port was released with everything else.
   const again = createServer();
