@@ -1,6 +1,7 @@
 // Pure planning: what the pools look like and what should happen next. No libvirt, no store,
 // no clocks; reconciler.ts acts on the answers.
 import { parseMetadataXml, parsePolicyDocument, type MemberMetadata } from "../core/metadata";
+import type { LifecycleEventName } from "./driver/events";
 import type { DomainInfo, DomainState } from "./driver/libvirt-driver";
 import type { Assignment } from "./store/store";
 
@@ -255,4 +256,105 @@ export function holdingsByUser(
     out.set(a.user, list);
   }
   return out;
+}
+
+/**
+ * What a listing means for a member: take it as listed, keep the state that work in progress on
+ * it sets itself, or settle it (it went down and no event said so: handle it as the event would
+ * have been).
+ */
+export type ListedAction = "adopt" | "keep-state" | "settle";
+
+export function planListed(
+  previous: Pick<MemberRecord, "state"> | undefined,
+  listed: Pick<MemberRecord, "state">,
+  facts: { readonly busy: boolean; readonly acting: boolean },
+): ListedAction {
+  if (previous && facts.busy) return "keep-state";
+  if (facts.acting && previous && isUp(previous.state) && isDown(listed.state)) return "settle";
+  return "adopt";
+}
+
+export interface LevelFacts {
+  readonly pools: Iterable<Pool>;
+  readonly assignments: readonly Pick<Assignment, "pool" | "vm">[];
+  /** Members with queued work. */
+  readonly busy: (vm: string) => boolean;
+  /** Members whose revert must happen before anyone may have them. */
+  readonly revertNeeded: ReadonlySet<string>;
+  /** The pool each known member is in. */
+  readonly poolOf: (vm: string) => string | undefined;
+  readonly manages: (pool: string) => boolean;
+}
+
+export interface LevelActions {
+  /** Holders of members whose domain is gone or left the pool: nobody can use them any more. */
+  readonly forget: readonly { readonly pool: string; readonly vm: string }[];
+  /** Down members to act on: held ones of automatic pools (a return no event reported), ones needing a revert. */
+  readonly settle: readonly string[];
+  /** Free members that are paused. */
+  readonly stopPaused: readonly { readonly pool: string; readonly vm: string }[];
+  /** Pools whose prestart counts to plan. */
+  readonly plan: readonly string[];
+}
+
+/** What events cannot be trusted to have said, from the whole picture (the periodic resync). */
+export function planLevelRules(f: LevelFacts): LevelActions {
+  const key = (pool: string, vm: string) => `${pool}\u0000${vm}`;
+  const held = new Set(f.assignments.map((a) => key(a.pool, a.vm)));
+  const forget = f.assignments
+    .filter((a) => f.manages(a.pool) && f.poolOf(a.vm) !== a.pool)
+    .map((a) => ({ pool: a.pool, vm: a.vm }));
+  const settle: string[] = [];
+  const stopPaused: { pool: string; vm: string }[] = [];
+  const plan: string[] = [];
+  for (const pool of f.pools) {
+    for (const m of pool.members) {
+      if (f.busy(m.name)) continue;
+      const isHeld = held.has(key(pool.name, m.name));
+      if (isPaused(m.state) && !isHeld) stopPaused.push({ pool: pool.name, vm: m.name });
+      else if (isDown(m.state) && ((isHeld && pool.policy.type === "automatic") || f.revertNeeded.has(m.name))) {
+        settle.push(m.name);
+      }
+    }
+    plan.push(pool.name);
+  }
+  return { forget, settle, stopPaused, plan };
+}
+
+export type EventAction =
+  /** (Re)read the domain: it may be new, changed, or no longer ours. */
+  | { readonly kind: "read" }
+  /** List again: an undefined member may live on, transient, until it stops. */
+  | { readonly kind: "list" }
+  /** It may have gone down: find out and act as its pool says. */
+  | { readonly kind: "settle" }
+  /** Take the new state; a free member found paused is stopped. */
+  | { readonly kind: "state"; readonly state: DomainState; readonly stopPaused: boolean }
+  | { readonly kind: "none" };
+
+/** What a lifecycle event asks for. */
+export function planEvent(
+  event: LifecycleEventName,
+  facts: { readonly known: boolean; readonly busy: boolean; readonly held: boolean },
+): EventAction {
+  switch (event) {
+    case "Defined":
+      return { kind: "read" };
+    case "Undefined":
+      return facts.known ? { kind: "list" } : { kind: "none" };
+    case "Stopped":
+    case "Shutdown":
+    case "Crashed":
+      return facts.known ? { kind: "settle" } : { kind: "none" };
+    case "Started":
+    case "Resumed":
+    case "Suspended":
+    case "PMSuspended": {
+      // Work in progress on the member sets its state itself.
+      if (!facts.known || facts.busy) return { kind: "none" };
+      const state: DomainState = event === "Suspended" ? "paused" : event === "PMSuspended" ? "pmsuspended" : "running";
+      return { kind: "state", state, stopPaused: isPaused(state) && !facts.held };
+    }
+  }
 }

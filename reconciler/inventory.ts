@@ -1,0 +1,194 @@
+// What exists, as libvirt says: the members of the managed pools (name, UUID, power state,
+// persistence, metadata), their system volumes, and the pools' policy documents. Reads only;
+// the reconciler decides what the differences mean.
+import { METADATA_NAMESPACE, parseMetadataXml, type MemberMetadata } from "../core/metadata";
+import { childElement, parseXml, textOf } from "../core/xml";
+import type { DomainState, LibvirtDriver } from "./driver/libvirt-driver";
+import { systemVolumeOf, type VolumeRef } from "./libvirt-xml";
+import { groupPools, policyDocumentsByPool, type MemberRecord, type Pool } from "./pools";
+import type { StateStore } from "./store/store";
+import { unlessGone } from "./util";
+
+/** One listing's view of the managed members, and the ones it no longer found. */
+export interface Listing {
+  readonly listed: readonly MemberRecord[];
+  /** Known members the listing did not find (undefined, or no longer carrying our metadata). */
+  readonly missing: readonly string[];
+}
+
+/** A domain read on its own (after a define event): ours, not ours, or gone. */
+export type DomainRead =
+  | { readonly kind: "member"; readonly record: MemberRecord }
+  | { readonly kind: "not-ours" }
+  | { readonly kind: "gone" };
+
+export class Inventory {
+  /** Pool members by domain name. */
+  private readonly members = new Map<string, MemberRecord>();
+  private poolCache?: Map<string, Pool>;
+  /** Parsed metadata by domain UUID (null: not ours), so a listing fetches only new domains'. */
+  private readonly metadataByUuid = new Map<string, MemberMetadata | null>();
+  private readonly systemVolumes = new Map<string, VolumeRef>();
+  /** The newest policy document read for each pool. */
+  private readonly policyDocuments = new Map<string, MemberMetadata>();
+  private listing?: Promise<Listing>;
+  /** When the last listing finished (clock time). */
+  private listedAt = -Infinity;
+
+  constructor(
+    private readonly driver: LibvirtDriver,
+    private readonly store: StateStore,
+    private readonly manages: (pool: string) => boolean,
+    private readonly clock: () => number,
+  ) {}
+
+  pools(): Map<string, Pool> {
+    this.poolCache ??= groupPools(this.members.values(), this.policyDocuments);
+    return this.poolCache;
+  }
+
+  member(vm: string): MemberRecord | undefined {
+    return this.members.get(vm);
+  }
+
+  all(): IterableIterator<MemberRecord> {
+    return this.members.values();
+  }
+
+  names(): string[] {
+    return [...this.members.keys()];
+  }
+
+  poolOf(vm: string): string | undefined {
+    return this.members.get(vm)?.metadata.pool;
+  }
+
+  set(record: MemberRecord): void {
+    this.members.set(record.name, record);
+    this.poolCache = undefined;
+  }
+
+  setState(vm: string, state: DomainState): void {
+    const record = this.members.get(vm);
+    if (record && record.state !== state) this.set({ ...record, state });
+  }
+
+  /** Forgets the member's runtime facts; returns its record and system volume as they were. */
+  drop(vm: string): { record: MemberRecord; volume?: VolumeRef } | undefined {
+    const record = this.members.get(vm);
+    if (!record) return undefined;
+    const volume = this.systemVolumes.get(record.uuid);
+    this.members.delete(vm);
+    this.poolCache = undefined;
+    this.systemVolumes.delete(record.uuid);
+    this.metadataByUuid.delete(record.uuid);
+    return { record, ...(volume ? { volume } : {}) };
+  }
+
+  /** How long ago (clock time) the last listing finished. */
+  sinceListing(): number {
+    return this.clock() - this.listedAt;
+  }
+
+  /**
+   * Lists libvirt's domains (metadata only for ones not seen before); shared by all who ask
+   * meanwhile. `fresh`: a listing that began after this call (one under way may predate a change
+   * the caller just learnt of).
+   */
+  list(options: { readonly fresh?: boolean } = {}): Promise<Listing> {
+    if (options.fresh && this.listing) return this.listing.catch(() => undefined).then(() => this.list());
+    this.listing ??= this.readListing().finally(() => {
+      this.listing = undefined;
+      this.listedAt = this.clock();
+    });
+    return this.listing;
+  }
+
+  private async readListing(): Promise<Listing> {
+    const domains = await this.driver.listDomains({ metadata: false });
+    const fresh = domains.filter((d) => !this.metadataByUuid.has(d.uuid));
+    const xmls = await Promise.all(fresh.map((d) => unlessGone(this.driver.getMetadata(d.uuid, METADATA_NAMESPACE))));
+    fresh.forEach((d, i) => this.metadataByUuid.set(d.uuid, this.ownMetadata(xmls[i])));
+    const listed: MemberRecord[] = [];
+    for (const d of domains) {
+      const metadata = this.metadataByUuid.get(d.uuid);
+      if (metadata) {
+        listed.push({ name: d.name, uuid: d.uuid, state: d.state, metadata, persistent: d.persistent !== false });
+      }
+    }
+    const uuids = new Set(domains.map((d) => d.uuid));
+    for (const uuid of this.metadataByUuid.keys()) if (!uuids.has(uuid)) this.metadataByUuid.delete(uuid);
+    const seen = new Set(listed.map((r) => r.name));
+    return { listed, missing: this.names().filter((n) => !seen.has(n)) };
+  }
+
+  /** Reads one domain (a define event: a new member, changed metadata, or no longer ours). */
+  async read(name: string): Promise<DomainRead> {
+    const read = await unlessGone(
+      Promise.all([this.driver.domainXml(name, { inactive: true }), this.driver.domainState(name)]),
+    );
+    if (!read) return { kind: "gone" };
+    const [xml, state] = read;
+    const uuid = textOf(childElement(parseXml(xml) ?? { name: "", attrs: {}, children: [] }, "uuid")) ?? "";
+    const metadata = this.ownMetadata(xml);
+    this.metadataByUuid.set(uuid, metadata);
+    if (!metadata) return { kind: "not-ours" };
+    const volume = systemVolumeOf(xml);
+    if (volume) this.systemVolumes.set(uuid, volume);
+    return { kind: "member", record: { name, uuid, state, metadata } };
+  }
+
+  /** The member's system volume (the disk a revert switches), read once and then kept up to date. */
+  async systemVolume(vm: string): Promise<VolumeRef> {
+    const uuid = this.members.get(vm)?.uuid ?? "";
+    const cached = this.systemVolumes.get(uuid);
+    if (cached) return cached;
+    const volume = systemVolumeOf(await this.driver.domainXml(vm, { inactive: true }));
+    if (!volume) {
+      throw new Error(
+        `${vm}: its boot disk is not a storage-pool volume (<disk type='volume'>), so it cannot be reverted`,
+      );
+    }
+    this.systemVolumes.set(uuid, volume);
+    return volume;
+  }
+
+  setSystemVolume(vm: string, volume: VolumeRef): void {
+    const uuid = this.members.get(vm)?.uuid;
+    if (uuid !== undefined) this.systemVolumes.set(uuid, volume);
+  }
+
+  /** The last policy documents read, from the store: the policy before anything acts on it. */
+  loadPolicyDocuments(): void {
+    for (const [pool, policy] of this.store.policyDocuments()) {
+      if (this.manages(pool)) this.policyDocuments.set(pool, policy);
+    }
+    this.poolCache = undefined;
+  }
+
+  /**
+   * Re-reads the pools' policy documents. A pool whose document is missing keeps the last one
+   * read: the engines replace a document by deleting and recreating it, and in between the pool
+   * must not fall back to its members' older creation-time policy (e.g. stop prestarted VMs).
+   */
+  async refreshPolicies(): Promise<void> {
+    const read = policyDocumentsByPool(await this.driver.readPolicyDocuments());
+    let changed = false;
+    for (const [pool, policy] of read) {
+      if (!this.manages(pool)) continue;
+      const before = this.policyDocuments.get(pool);
+      if (!before || JSON.stringify(before) !== JSON.stringify(policy)) {
+        this.policyDocuments.set(pool, policy);
+        this.store.savePolicyDocument(pool, policy);
+        changed = true;
+      }
+    }
+    if (changed) this.poolCache = undefined;
+  }
+
+  /** Parsed member metadata when it belongs to a pool this reconciler manages, else null. */
+  private ownMetadata(xml: string | undefined): MemberMetadata | null {
+    const metadata = xml === undefined ? undefined : parseMetadataXml(xml);
+    return metadata && this.manages(metadata.pool) ? metadata : null;
+  }
+}
