@@ -351,6 +351,8 @@ test("delete protection makes destroy fail on every member resource; destroying 
   const { stdout } = await project.run(["state", "list"]);
   expect(stdout.trim()).toBe("");
   await reconciler.idle();
+  // The alternate overlay a revert made (reconciler/revert.ts) went with the destroyed member.
+  expect(virsh("vol-list", site.storagePool)).not.toContain(`${member(1)}.vmpools-alt`);
   expect(failures).toEqual([]);
   expect(store.pendingIntents()).toEqual([]);
   // Nothing of the guests' writes reached the base image.

@@ -38,6 +38,8 @@ export interface Harness {
   readonly driver: VirshDriver;
   readonly events: DomainEvents;
   setup(prefix: string, props: Partial<VmPoolProps>, options?: SetupOptions): Promise<Setup>;
+  /** Deploys a pool (removed after the file's tests) without a reconciler, for tests that make their own. */
+  deploy(props: VmPoolProps): Promise<PoolPlan>;
   /**
    * A new reconciler for the same pool, on the same store (or the store file reopened), as after
    * a restart of `serve`; the old one must be stopped.
@@ -88,6 +90,11 @@ export function useTestHypervisor(): Harness {
       const plan = await deployPool(h.driver, validProps({ name: uniquePoolName(prefix), ...props }));
       plans.push(plan);
       return start(plan, options.storePath ? StateStore.open(options.storePath) : StateStore.open(":memory:"), options);
+    },
+    async deploy(props) {
+      const plan = await deployPool(h.driver, props);
+      plans.push(plan);
+      return plan;
     },
     restart(s, storePath, options = {}) {
       return start(s.plan, storePath ? StateStore.open(storePath) : s.store, options);

@@ -1,12 +1,10 @@
 // The reconciler against libvirtd's test hypervisor: real RPCs, real lifecycle events, no guests.
 // A guest "shutting down" is simulated with `destroy`; a guest "writing to its disk" with an
 // overlay volume whose allocation is WRITTEN_ALLOCATION (a fresh overlay's equals its capacity).
-import type { ChildProcess } from "node:child_process";
 import { performance } from "node:perf_hooks";
-import { planPool, type VmPlan, type PoolPlan } from "../../core/plan";
+import { planPool, type PoolPlan } from "../../core/plan";
 import type { VmPoolProps } from "../../core/spec";
 import { HOLDER_NAMESPACE, HOLDER_PREFIX, parseHolderXml, renderHolderXml } from "../../core/metadata";
-import { DomainEvents } from "../../reconciler/driver/events";
 import { VirshDriver } from "../../reconciler/driver/libvirt-driver";
 import {
   AdminRequiredError,
@@ -21,13 +19,11 @@ import {
 import { Reconciler, type Failure } from "../../reconciler/reconciler";
 import { StateStore } from "../../reconciler/store/store";
 import { validProps } from "../support/fixtures";
-import { holdTestDriver, releaseTestDriver, requireLibvirtd, TEST_URI } from "../support/libvirt";
+import { useTestHypervisor, type Setup } from "./harness";
 import {
-  deployPool,
   eventually,
   FRESH_ALLOCATION,
   overlayAllocation,
-  removePool,
   systemDisk,
   uniquePoolName,
   WRITTEN_ALLOCATION,
@@ -35,86 +31,12 @@ import {
   writeToOverlay,
 } from "./support";
 
-let holder: ChildProcess;
-let driver: VirshDriver;
-let events: DomainEvents;
-const plans: PoolPlan[] = [];
-
-beforeAll(async () => {
-  requireLibvirtd();
-  holder = holdTestDriver();
-  driver = new VirshDriver({ uri: TEST_URI });
-  events = new DomainEvents({ uri: TEST_URI });
-  await events.ready();
-});
-
-afterAll(async () => {
-  for (const plan of plans) await removePool(driver, plan);
-  await events?.close();
-  await driver?.close();
-  if (holder) await releaseTestDriver(holder);
-});
-
-interface Setup {
-  readonly plan: PoolPlan;
-  readonly pool: string;
-  readonly store: StateStore;
-  readonly reconciler: Reconciler;
-  readonly failures: Failure[];
-  member(name: string): VmPlan;
-}
-
-const running: { reconciler: Reconciler; store: StateStore; failures: Failure[] }[] = [];
-
-afterEach(async () => {
-  for (const r of running.splice(0)) {
-    await r.reconciler.stop();
-    r.store.close();
-    // Background work must not have failed silently in any test.
-    expect(r.failures).toEqual([]);
-  }
-});
-
-async function setup(prefix: string, props: Partial<VmPoolProps>, withEvents = true): Promise<Setup> {
-  const plan = await deployPool(driver, validProps({ name: uniquePoolName(prefix), ...props }));
-  plans.push(plan);
-  const store = StateStore.open(":memory:");
-  const reconciler = new Reconciler({
-    driver,
-    store,
-    ...(withEvents ? { events } : {}),
-    retry: { maxAttempts: 3, baseDelayMs: 10 },
-    shutdownTimeoutMs: 2000,
-    // Other test files' pools live on the same test hypervisor.
-    onlyPools: [plan.pool.name],
-  });
-  const failures: Failure[] = [];
-  reconciler.on("failure", (f) => failures.push(f));
-  running.push({ reconciler, store, failures });
-  await reconciler.start();
-  await reconciler.idle();
-  return {
-    plan,
-    pool: plan.pool.name,
-    store,
-    reconciler,
-    failures,
-    member: (name) => plan.members.find((m) => m.name === name)!,
-  };
-}
-
+const h = useTestHypervisor();
+const setup = (prefix: string, props: Partial<VmPoolProps>, withEvents = true) =>
+  h.setup(prefix, props, { withEvents });
 const nameOf = (plan: PoolPlan, index: number) => plan.members[index - 1]!.name;
-
-const roles = (s: Setup) =>
-  Object.fromEntries(s.reconciler.status().pools[0]!.members.map((m) => [m.name, `${m.role}/${m.state}`]));
-
-/** Simulates the guest powering itself off, and waits until the reconciler has dealt with it. */
-async function guestPowersOff(s: Setup, vm: string): Promise<void> {
-  const stopped = events.waitFor((e) => e.domain === vm && e.event === "Stopped", 5000);
-  await driver.destroy(vm);
-  await stopped;
-  await s.reconciler.idle();
-}
+const roles = (s: Setup) => s.roles();
+const guestPowersOff = (s: Setup, vm: string) => h.guestPowersOff(s, vm);
 
 describe("take", () => {
   it("hands out a prestarted VM first and starts its replacement within a second", async () => {
@@ -138,7 +60,7 @@ describe("take", () => {
 
   it("mirrors each holder into the member's metadata for plan-time tools, and converges after a restart", async () => {
     const s = await setup("Mark", { size: 2 });
-    const holderOf = async (vm: string) => parseHolderXml(await driver.getMetadata(vm, HOLDER_NAMESPACE));
+    const holderOf = async (vm: string) => parseHolderXml(await h.driver.getMetadata(vm, HOLDER_NAMESPACE));
     const { vm } = await s.reconciler.take(s.pool, "alice");
     expect(await holderOf(vm)).toBe("alice");
     await s.reconciler.return(s.pool, vm, { user: "alice" });
@@ -148,11 +70,11 @@ describe("take", () => {
     const other = nameOf(s.plan, 1) === vm ? nameOf(s.plan, 2) : nameOf(s.plan, 1);
     await s.reconciler.take(s.pool, "bob");
     await s.reconciler.stop();
-    await driver.setMetadata(vm, HOLDER_NAMESPACE, renderHolderXml("mallory"), HOLDER_PREFIX);
-    await driver.removeMetadata(other, HOLDER_NAMESPACE);
+    await h.driver.setMetadata(vm, HOLDER_NAMESPACE, renderHolderXml("mallory"), HOLDER_PREFIX);
+    await h.driver.removeMetadata(other, HOLDER_NAMESPACE);
     const held = s.store.heldBy("bob", s.pool).map((a) => a.vm);
     const again = new Reconciler({
-      driver,
+      driver: h.driver,
       store: s.store,
       retry: { maxAttempts: 3, baseDelayMs: 10 },
       onlyPools: [s.pool],
@@ -165,11 +87,10 @@ describe("take", () => {
 
   it("follows the policy document, keeps it while the engines replace it, and after a restart", async () => {
     const props = validProps({ name: uniquePoolName("Doc"), size: 3, prestarted: 1 });
-    const plan = await deployPool(driver, props);
-    plans.push(plan);
+    const plan = await h.deploy(props);
     let documents = [planPool({ ...props, prestarted: 2, maxVmsPerUser: 3 }).policy.xml];
     // The test hypervisor cannot download volumes: the documents come from the test instead.
-    const withDocuments = Object.create(driver, {
+    const withDocuments = Object.create(h.driver, {
       readPolicyDocuments: { value: async () => documents },
     }) as VirshDriver;
     const store = StateStore.open(":memory:");
@@ -214,7 +135,7 @@ describe("take", () => {
     const s = await setup("Cold", { size: 2 });
     const taken = await s.reconciler.take(s.pool, "alice");
     expect(taken).toEqual({ pool: s.pool, vm: nameOf(s.plan, 1), started: true });
-    expect(await driver.domainState(taken.vm)).toBe("running");
+    expect(await h.driver.domainState(taken.vm)).toBe("running");
   });
 
   it("refuses beyond maxVmsPerUser, when nothing is free, and for unknown pools, with clear messages", async () => {
@@ -245,19 +166,19 @@ describe("prestart", () => {
 
     // Someone starts a free member by hand: one too many are up, the surplus is stopped.
     const stopped = activity(s.reconciler, "surplus-stopped", m5!);
-    await driver.start(m5!);
+    await h.driver.start(m5!);
     await stopped;
     await s.reconciler.idle();
     expect(s.reconciler.status().pools[0]!.counts.prestarted).toBe(2);
-    expect(await driver.domainState(m5!)).toBe("shut off");
+    expect(await h.driver.domainState(m5!)).toBe("shut off");
 
     // A prestarted VM shuts down: it is reverted, stays free, and prestart brings the count back.
-    await writeToOverlay(driver, s.member(m1!));
+    await writeToOverlay(h.driver, s.member(m1!));
     const reverted = activity(s.reconciler, "reverted", m1!);
     await guestPowersOff(s, m1!);
     await reverted;
     await s.reconciler.idle();
-    expect(await overlayAllocation(driver, s.member(m1!))).toBe(FRESH_ALLOCATION);
+    expect(await overlayAllocation(h.driver, s.member(m1!))).toBe(FRESH_ALLOCATION);
     expect(s.store.holder(s.pool, m1!)).toBeUndefined();
     expect(s.reconciler.status().pools[0]!.counts).toEqual({ members: 5, held: 0, prestarted: 2, free: 3 });
   });
@@ -272,13 +193,13 @@ describe("automatic pools", () => {
   it("free and revert a VM whose guest shut down", async () => {
     const s = await setup("Auto", { size: 2 });
     const { vm } = await s.reconciler.take(s.pool, "alice");
-    await writeToOverlay(driver, s.member(vm));
+    await writeToOverlay(h.driver, s.member(vm));
     const returned = activity(s.reconciler, "returned", vm);
     await guestPowersOff(s, vm);
     expect(await returned).toMatchObject({ user: "alice", by: "shutdown" });
     expect(s.store.holder(s.pool, vm)).toBeUndefined();
-    expect(await overlayAllocation(driver, s.member(vm))).toBe(FRESH_ALLOCATION);
-    const volume = await driver.volumeXml("default-pool", systemDisk(s.member(vm)).volumeName);
+    expect(await overlayAllocation(h.driver, s.member(vm))).toBe(FRESH_ALLOCATION);
+    const volume = await h.driver.volumeXml("default-pool", systemDisk(s.member(vm)).volumeName);
     expect(volume).toContain(`<path>${s.plan.pool.template.baseImagePath}</path>`);
     expect(roles(s)[vm]).toBe("free/shut off");
     expect(s.store.pendingIntents()).toEqual([]);
@@ -287,35 +208,35 @@ describe("automatic pools", () => {
   it("free a stateful pool's VM without reverting it", async () => {
     const s = await setup("Stateful", { size: 2, stateful: true });
     const { vm } = await s.reconciler.take(s.pool, "alice");
-    await writeToOverlay(driver, s.member(vm));
+    await writeToOverlay(h.driver, s.member(vm));
     await guestPowersOff(s, vm);
     expect(s.store.holder(s.pool, vm)).toBeUndefined();
-    expect(await overlayAllocation(driver, s.member(vm))).toBe(WRITTEN_ALLOCATION);
+    expect(await overlayAllocation(h.driver, s.member(vm))).toBe(WRITTEN_ALLOCATION);
   });
 
   it("keep what an admin wrote: admin access makes the VM stateful for this return", async () => {
     const s = await setup("AdminAccess", { size: 1 });
     const { vm } = await s.reconciler.take(s.pool, "alice");
     s.store.markAdminAccess(s.pool, vm);
-    await writeToOverlay(driver, s.member(vm));
+    await writeToOverlay(h.driver, s.member(vm));
     await guestPowersOff(s, vm);
     expect(s.store.holder(s.pool, vm)).toBeUndefined();
-    expect(await overlayAllocation(driver, s.member(vm))).toBe(WRITTEN_ALLOCATION);
+    expect(await overlayAllocation(h.driver, s.member(vm))).toBe(WRITTEN_ALLOCATION);
   });
 
   it("let a user return only their own VM: shut down, reverted once, freed", async () => {
     const s = await setup("Ret", { size: 2 });
     const { vm } = await s.reconciler.take(s.pool, "alice");
     await expect(s.reconciler.return(s.pool, vm, { user: "bob" })).rejects.toBeInstanceOf(NotHolderError);
-    await writeToOverlay(driver, s.member(vm));
+    await writeToOverlay(h.driver, s.member(vm));
     const reverts: string[] = [];
     s.reconciler.on("activity", (a) => a.kind === "reverted" && reverts.push(a.vm));
     expect(await s.reconciler.return(s.pool, vm, { user: "alice" })).toEqual({ pool: s.pool, vm, reverted: true });
     await s.reconciler.idle();
     // The shutdown's own Stopped event must not revert a second time.
     expect(reverts).toEqual([vm]);
-    expect(await driver.domainState(vm)).toBe("shut off");
-    expect(await overlayAllocation(driver, s.member(vm))).toBe(FRESH_ALLOCATION);
+    expect(await h.driver.domainState(vm)).toBe("shut off");
+    expect(await overlayAllocation(h.driver, s.member(vm))).toBe(FRESH_ALLOCATION);
     await expect(s.reconciler.return(s.pool, vm, { user: "alice" })).rejects.toBeInstanceOf(NotHeldError);
     await expect(s.reconciler.return(s.pool, "Nope-1", { admin: true })).rejects.toBeInstanceOf(UnknownVmError);
   });
@@ -323,14 +244,14 @@ describe("automatic pools", () => {
   it("are returned by the periodic resync when the shutdown event was missed", async () => {
     const s = await setup("Missed", { size: 1 }, false);
     const { vm } = await s.reconciler.take(s.pool, "alice");
-    await writeToOverlay(driver, s.member(vm));
-    await driver.destroy(vm);
+    await writeToOverlay(h.driver, s.member(vm));
+    await h.driver.destroy(vm);
     await s.reconciler.idle();
     expect(s.store.holder(s.pool, vm)?.user).toBe("alice");
     await s.reconciler.resync();
     await s.reconciler.idle();
     expect(s.store.holder(s.pool, vm)).toBeUndefined();
-    expect(await overlayAllocation(driver, s.member(vm))).toBe(FRESH_ALLOCATION);
+    expect(await overlayAllocation(h.driver, s.member(vm))).toBe(FRESH_ALLOCATION);
   });
 });
 
@@ -338,17 +259,17 @@ describe("manual pools", () => {
   it("keep a VM assigned after its guest shuts down until an admin returns it", async () => {
     const s = await setup("Manual", { size: 2, type: "manual" });
     const { vm } = await s.reconciler.take(s.pool, "alice");
-    await writeToOverlay(driver, s.member(vm));
+    await writeToOverlay(h.driver, s.member(vm));
     await guestPowersOff(s, vm);
     expect(s.store.holder(s.pool, vm)?.user).toBe("alice");
-    expect(await overlayAllocation(driver, s.member(vm))).toBe(WRITTEN_ALLOCATION);
+    expect(await overlayAllocation(h.driver, s.member(vm))).toBe(WRITTEN_ALLOCATION);
 
     const byUser = s.reconciler.return(s.pool, vm, { user: "alice" });
     await expect(byUser).rejects.toBeInstanceOf(AdminRequiredError);
     await expect(byUser).rejects.toThrow(`${s.pool} is a manual pool: only an administrator can return ${vm}`);
     expect(await s.reconciler.return(s.pool, vm, { admin: true })).toEqual({ pool: s.pool, vm, reverted: true });
     expect(s.store.holder(s.pool, vm)).toBeUndefined();
-    expect(await overlayAllocation(driver, s.member(vm))).toBe(FRESH_ALLOCATION);
+    expect(await overlayAllocation(h.driver, s.member(vm))).toBe(FRESH_ALLOCATION);
   });
 });
 
@@ -362,8 +283,8 @@ describe("detach", () => {
 
     await guestPowersOff(s, vm);
     await s.reconciler.detach(s.pool, vm);
-    expect(await driver.getMetadata(vm, "https://vmpools.dev/xmlns/pool/1")).toBeUndefined();
-    expect(await driver.domainState(vm)).toBe("shut off");
+    expect(await h.driver.getMetadata(vm, "https://vmpools.dev/xmlns/pool/1")).toBeUndefined();
+    expect(await h.driver.domainState(vm)).toBe("shut off");
     expect(s.store.holder(s.pool, vm)).toBeUndefined();
     expect(s.reconciler.status().pools[0]!.members.map((m) => m.name)).toEqual([nameOf(s.plan, 2)]);
     // It is no longer handed out: the other member is, then nothing is left.
@@ -413,7 +334,7 @@ describe("under concurrency", () => {
         .sort(),
     ).toEqual(taken.map((t) => `${t.user}:${t.vm}`).sort());
     await s.reconciler.idle();
-    const states = await Promise.all(taken.map((t) => driver.domainState(t.vm)));
+    const states = await Promise.all(taken.map((t) => h.driver.domainState(t.vm)));
     expect(new Set(states)).toEqual(new Set(["running"]));
     expect(s.store.pendingIntents()).toEqual([]);
     await eventually(() => expect(s.reconciler.status().pools[0]!.counts.held).toBe(100));
