@@ -1,48 +1,9 @@
 import { TerraformStack } from "cdktf";
 import type { Construct } from "constructs";
 import { VmPool } from "../engines/cdktf";
-import type { VmPoolProps } from "../core";
+import { linuxDesktopPoolProps } from "./linux-desktop-pool.props";
 
-/** The example pool: also what the main command deploys on libvirt's test hypervisor. */
-export const linuxDesktopPoolProps: VmPoolProps = {
-  name: "MyPool-???",
-  description: "Linux desktops for the support team",
-  comment: "Rebuilt from template debian-12 each release",
-  template: {
-    name: "debian-12-desktop",
-    version: 3,
-    baseImagePath: "/var/lib/libvirt/images/debian-12-desktop-v3.qcow2",
-    diskSizeGiB: 20,
-    memoryMiB: 4096,
-    vcpus: 2,
-    operatingSystem: "linux",
-  },
-  optimizedFor: "desktop",
-  size: 10,
-  prestarted: 2,
-  maxVmsPerUser: 1,
-  type: "automatic",
-  console: { spiceProxy: "http://spice-proxy.example.com:3128" },
-  resourceAllocation: {
-    disk: { storagePools: [{ name: "default" }, { name: "fast-ssd" }], autoSelectTarget: true },
-  },
-  initialRun: {
-    cloudInit: {
-      timeZone: "Europe/Berlin",
-      users: [
-        {
-          name: "support",
-          sudo: "ALL=(ALL) NOPASSWD:ALL",
-          sshAuthorizedKeys: [
-            "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIBu8dYt1a9Q8XnQn2tqkU8ZcJ0pC8Cq6Qm4b8bq9n1Hx support@example.com",
-          ],
-        },
-      ],
-      packages: ["firefox-esr", "spice-vdagent"],
-      runCommands: ["systemctl enable --now spice-vdagentd"],
-    },
-  },
-};
+export { linuxDesktopPoolProps };
 
 /**
  * The README's example: a Linux desktop pool of 10 members named MyPool-001…MyPool-010, two of

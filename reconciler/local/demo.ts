@@ -4,7 +4,7 @@
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import type { VmPoolProps } from "../../core/spec";
+import { linuxDesktopPoolProps as demoPoolProps } from "../../examples/linux-desktop-pool.props";
 import { formatStatus } from "../cli";
 import { DomainEvents } from "../driver/events";
 import { VirshDriver } from "../driver/libvirt-driver";
@@ -13,50 +13,6 @@ import { StateStore } from "../store/store";
 import { deployPool, removePool } from "./deploy";
 
 const URI = "test+unix:///default";
-
-/**
- * The README's example pool (examples/linux-desktop-pool.ts), as plain data: the runtime loads
- * neither cdktf nor the examples (test/engines/cdktf/runtime-imports checks both are equal).
- */
-export const demoPoolProps: VmPoolProps = {
-  name: "MyPool-???",
-  description: "Linux desktops for the support team",
-  comment: "Rebuilt from template debian-12 each release",
-  template: {
-    name: "debian-12-desktop",
-    version: 3,
-    baseImagePath: "/var/lib/libvirt/images/debian-12-desktop-v3.qcow2",
-    diskSizeGiB: 20,
-    memoryMiB: 4096,
-    vcpus: 2,
-    operatingSystem: "linux",
-  },
-  optimizedFor: "desktop",
-  size: 10,
-  prestarted: 2,
-  maxVmsPerUser: 1,
-  type: "automatic",
-  console: { spiceProxy: "http://spice-proxy.example.com:3128" },
-  resourceAllocation: {
-    disk: { storagePools: [{ name: "default" }, { name: "fast-ssd" }], autoSelectTarget: true },
-  },
-  initialRun: {
-    cloudInit: {
-      timeZone: "Europe/Berlin",
-      users: [
-        {
-          name: "support",
-          sudo: "ALL=(ALL) NOPASSWD:ALL",
-          sshAuthorizedKeys: [
-            "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIBu8dYt1a9Q8XnQn2tqkU8ZcJ0pC8Cq6Qm4b8bq9n1Hx support@example.com",
-          ],
-        },
-      ],
-      packages: ["firefox-esr", "spice-vdagent"],
-      runCommands: ["systemctl enable --now spice-vdagentd"],
-    },
-  },
-};
 
 async function main(): Promise<void> {
   const dir = mkdtempSync(join(tmpdir(), "vmpools-demo-"));
