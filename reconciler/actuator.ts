@@ -4,6 +4,7 @@
 // restart finishes or rolls back what a crash interrupted. What to do is decided elsewhere
 // (pools.ts, recovery.ts); this module only does it.
 import { HOLDER_NAMESPACE, HOLDER_PREFIX, METADATA_NAMESPACE, parseHolderXml, renderHolderXml } from "../core/metadata";
+import { claimQueueOf } from "./claims";
 import type { MemberConditions } from "./conditions";
 import type { DomainState, LibvirtDriver } from "./driver/libvirt-driver";
 import { ticketedGraphicsXml } from "./console";
@@ -80,7 +81,7 @@ export class Actuator {
       try {
         await this.syncHolderMark(pool, vm);
         const started = await this.startIfDown(vm);
-        this.store.completeIntent(intentId);
+        await claimQueueOf(this.store).complete(intentId);
         return started;
       } catch (e) {
         this.store.release(pool, vm, user);

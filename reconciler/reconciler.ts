@@ -2,6 +2,7 @@ import { randomBytes } from "node:crypto";
 import { EventEmitter } from "node:events";
 import { hostname } from "node:os";
 import { Actuator } from "./actuator";
+import { claimQueueOf } from "./claims";
 import { MemberConditions } from "./conditions";
 import { renderVvFile, validateConsoleOptions } from "./console";
 import type { DomainEvents, LifecycleEvent } from "./driver/events";
@@ -198,11 +199,11 @@ export class Reconciler extends EventEmitter<ReconcilerEventMap> {
     const pool = await this.requirePool(poolName);
     // A holder lost between claim and start (an admin return or detach got there first) means claiming again.
     for (;;) {
-      const claim = this.store.claim(
-        poolName,
-        user,
-        freeMembers(this.inventory.pools().get(poolName)!, this.store.assignments(poolName), this.busy()),
-        pool.policy.maxVmsPerUser,
+      // With the other takes of this turn, in one transaction (claims.ts); candidates as of then.
+      const claim = await claimQueueOf(this.store).claim(
+        { pool: poolName, user, maxPerUser: pool.policy.maxVmsPerUser },
+        (p) =>
+          freeMembers(this.inventory.pools().get(p) ?? { ...pool, members: [] }, this.store.assignments(p), this.busy()),
       );
       if ("refused" in claim) {
         if (claim.refused === "limit") {

@@ -61,6 +61,22 @@ export type ConsoleOptions = { readonly [key: string]: JsonValue };
 export type ClaimResult =
   { readonly vm: string; readonly intentId: string } | { readonly refused: "limit" | "none-free" };
 
+/** One take in a {@link StateStore.claimMany} batch. */
+export interface ClaimRequest {
+  readonly pool: string;
+  readonly user: string;
+  readonly maxPerUser: number;
+  /** @default "user" */
+  readonly how?: AssignedHow;
+}
+
+/** Throws a RangeError naming the value unless `maxPerUser` is an integer ≥ 1 or Infinity. */
+export const checkMaxPerUser = (maxPerUser: number): void => {
+  if (!(Number.isInteger(maxPerUser) && maxPerUser >= 1) && maxPerUser !== Infinity) {
+    throw new RangeError(`maxPerUser must be an integer ≥ 1 (or Infinity), got ${maxPerUser}`);
+  }
+};
+
 /** A user tried to return a VM that someone else holds. */
 export class NotHolderError extends Error {
   readonly code = "not-holder";
@@ -291,27 +307,63 @@ export class StateStore {
     maxPerUser: number,
     how: AssignedHow = "user",
   ): ClaimResult {
-    if (!(Number.isInteger(maxPerUser) && maxPerUser >= 1) && maxPerUser !== Infinity) {
-      throw new RangeError(`maxPerUser must be an integer ≥ 1 (or Infinity), got ${maxPerUser}`);
-    }
+    checkMaxPerUser(maxPerUser);
+    return this.db.transaction((): ClaimResult => this.claimOne(pool, user, candidates, maxPerUser, how)).immediate();
+  }
+
+  /**
+   * {@link claim} for many takes in one IMMEDIATE transaction: one commit (one fsync) for all,
+   * which is what makes a burst of takes cheap (group commit). Each claim is still checked
+   * against the user's limit and the holders as they stand after the claims before it in the
+   * batch, so the results are those of calling {@link claim} once per request, in order.
+   * `candidates(pool)` is called at most once per pool, inside the transaction, when the first
+   * take of that pool within its limit comes up: the pool's free members in preference order as
+   * of that moment (the ones the batch claims after it are skipped, as they become held).
+   */
+  claimMany(requests: readonly ClaimRequest[], candidates: (pool: string) => readonly string[]): ClaimResult[] {
+    for (const r of requests) checkMaxPerUser(r.maxPerUser);
     return this.db
-      .transaction((): ClaimResult => {
-        if (this.q.countHeld.get(pool, user)! >= maxPerUser) return { refused: "limit" };
-        const now = Date.now();
-        const vm = this.q.assignFirstFree.get({
-          pool,
-          user,
-          since: now,
-          how,
-          adminAccess: how === "admin" ? 1 : 0,
-          candidates: JSON.stringify(candidates),
+      .transaction((): ClaimResult[] => {
+        // Per pool: its candidates, and how many of their leading ones are known held. The first
+        // free candidate is claimed, so everything before it is held; the next claim looks after it.
+        const pools = new Map<string, { names: readonly string[]; from: number }>();
+        return requests.map((r): ClaimResult => {
+          if (this.q.countHeld.get(r.pool, r.user)! >= r.maxPerUser) return { refused: "limit" };
+          let p = pools.get(r.pool);
+          if (!p) pools.set(r.pool, (p = { names: candidates(r.pool), from: 0 }));
+          if (p.from >= p.names.length) return { refused: "none-free" };
+          const rest = p.from === 0 ? p.names : p.names.slice(p.from);
+          const claimed = this.claimOne(r.pool, r.user, rest, r.maxPerUser, r.how ?? "user", true);
+          p.from = "vm" in claimed ? p.from + rest.indexOf(claimed.vm) + 1 : p.names.length;
+          return claimed;
         });
-        if (vm === undefined) return { refused: "none-free" };
-        const intentId = randomUUID();
-        this.q.insertIntent.run(intentId, "take", pool, vm, user, null, now, now);
-        return { vm, intentId };
       })
       .immediate();
+  }
+
+  /** One claim; the caller holds the transaction. */
+  private claimOne(
+    pool: string,
+    user: string,
+    candidates: readonly string[],
+    maxPerUser: number,
+    how: AssignedHow,
+    limitChecked = false,
+  ): ClaimResult {
+    if (!limitChecked && this.q.countHeld.get(pool, user)! >= maxPerUser) return { refused: "limit" };
+    const now = Date.now();
+    const vm = this.q.assignFirstFree.get({
+      pool,
+      user,
+      since: now,
+      how,
+      adminAccess: how === "admin" ? 1 : 0,
+      candidates: JSON.stringify(candidates),
+    });
+    if (vm === undefined) return { refused: "none-free" };
+    const intentId = randomUUID();
+    this.q.insertIntent.run(intentId, "take", pool, vm, user, null, now, now);
+    return { vm, intentId };
   }
 
   /**
@@ -371,6 +423,11 @@ export class StateStore {
     if (this.q.completeIntent.run(Date.now(), id).changes === 1) return true;
     if (this.q.intent.get(id) === undefined) throw new Error(`unknown intent ${id}`);
     return false;
+  }
+
+  /** {@link completeIntent} for several intents in one transaction (one commit, one fsync). */
+  completeIntents(ids: readonly string[]): boolean[] {
+    return this.db.transaction((): boolean[] => ids.map((id) => this.completeIntent(id))).immediate();
   }
 
   /**
