@@ -1,45 +1,208 @@
-// The reconciler's latencies. Run: npx ts-node --transpile-only bench/reconciler.ts
-// - On libvirt's test hypervisor (test+unix:///default), a 1000-member pool with 50 prestarted:
-//   take latency from the prestarted set, takes/s under a burst, take → replacement prestarted.
-// - On qemu:///system with real qemu-img overlays: revert (overlay recreated from the base) for a
-//   1 GiB and a 100 GiB base image, and the admin return of a Down VM that includes it.
+// The reconciler's latencies as a user sees them: HTTP request → answer, through createApiServer
+// on loopback with a real Reconciler (the client runs on a thread of its own). Run:
+//   npx ts-node --transpile-only bench/reconciler.ts      (RUNS=5 by default)
+// - On libvirt's test hypervisor, 200-member pools, the store on disk with synchronous=FULL:
+//   sequential takes, when the replacement prestart begins, bursts of 1000 takes (mostly refused
+//   by the user limit, or by nothing free), the libvirt calls refusals cost; each burst also
+//   through the take path before group commit (one transaction per claim), in the same run.
+// - On qemu:///system with real qcow2 overlays: the admin return of a Down VM with 1 GiB written
+//   into its overlay (the revert switches to the spare overlay; the written one is remade later).
 import { execFileSync } from "node:child_process";
 import { randomBytes } from "node:crypto";
-import { mkdirSync, mkdtempSync, rmSync } from "node:fs";
-import { cpus, tmpdir } from "node:os";
+import { mkdirSync } from "node:fs";
+import type { Server } from "node:http";
+import type { AddressInfo } from "node:net";
+import { cpus, loadavg, totalmem } from "node:os";
 import { join } from "node:path";
 import { performance } from "node:perf_hooks";
 import { planPool } from "../core/plan";
+import { TokenAuth, newToken } from "../reconciler/api/auth";
+import { createApiServer } from "../reconciler/api/server";
 import { DomainEvents } from "../reconciler/driver/events";
-import { VirshDriver, type LibvirtDriver } from "../reconciler/driver/libvirt-driver";
+import { VirshDriver } from "../reconciler/driver/libvirt-driver";
+import { systemVolumeOf } from "../reconciler/libvirt-xml";
 import { renderDomainXml } from "../reconciler/local/domain-xml";
-import { Reconciler, type Activity } from "../reconciler/reconciler";
+import { Reconciler } from "../reconciler/reconciler";
 import { StateStore } from "../reconciler/store/store";
 import { holdTestDriver, releaseTestDriver, requireLibvirtd, TEST_URI } from "../test/support/libvirt";
-import { deployPool, removePool, uniquePoolName } from "../test/reconciler/support";
+import { ApiClient, median, min, quantile, recordingDriver, type Answer, type DriverCall } from "./api-load";
+import { burst, oneTransactionPerTake, withSetup, type Bench, type BurstResult } from "./take-burst";
 
-const SIZE = 1000;
-const PRESTARTED = 50;
-const SEQUENTIAL_TAKES = 200;
-const BURST_TAKES = 300;
-const REVERTS_PER_IMAGE = 20;
+const RUNS = Number(process.env.RUNS ?? 5);
+const SIZE = 200;
+const SEQUENTIAL_TAKES = 100;
+const REVERTS = Number(process.env.REVERTS ?? 5);
 
-const quantile = (values: readonly number[], q: number) => {
-  const sorted = [...values].sort((a, b) => a - b);
-  return sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))]!;
-};
-const ms = (v: number) => `${v.toFixed(1)} ms`;
+const fmt = (v: number, digits = 1) => (Number.isFinite(v) ? v.toFixed(digits) : "—");
+/** "min / median" of per-run values. */
+const mm = (values: readonly number[], unit = " ms", digits = 1) =>
+  `${fmt(min(values), digits)} / ${fmt(median(values), digits)}${unit}`;
 const rows: [string, string, string][] = [];
+const notes: string[] = [];
 
-function nextActivity(reconciler: Reconciler, kind: Activity["kind"]): Promise<number> {
-  return new Promise((resolve) => {
-    const on = (a: Activity) => {
-      if (a.kind !== kind) return;
-      reconciler.off("activity", on);
-      resolve(performance.now());
-    };
-    reconciler.on("activity", on);
-  });
+const users = (n: number, prefix: string) => Array.from({ length: n }, (_, i) => `${prefix}${i}`);
+
+async function sequential(b: Bench) {
+  const p50: number[] = [];
+  const p99: number[] = [];
+  const replanMs: number[] = [];
+  for (let run = 0; run < RUNS; run++) {
+    await withSetup(b, { size: SIZE, prestarted: 10, maxVmsPerUser: 32767, users: ["seq"] }, async (s) => {
+      const takeMs: number[] = [];
+      for (let i = 0; i < SEQUENTIAL_TAKES; i++) {
+        const a = await s.take("seq");
+        if (a.status !== 201 || a.body.started) throw new Error(`take ${i}: ${a.status} ${JSON.stringify(a.body)}`);
+        takeMs.push(a.ms);
+        await s.reconciler.idle();
+        // The replacement's prestart begins with its first libvirt call on another member.
+        const first = s.calls.find(
+          (c) => c.at >= a.sentAt && c.domain !== a.body.vm && /^(domainState|start)$/.test(c.method),
+        );
+        if (!first) throw new Error(`take ${i}: no prestart began`);
+        replanMs.push(first.at - a.sentAt);
+      }
+      p50.push(quantile(takeMs, 0.5));
+      p99.push(quantile(takeMs, 0.99));
+    });
+  }
+  rows.push(
+    [`sequential take from the prestarted set (${SEQUENTIAL_TAKES} per run), p50`, mm(p50), "—"],
+    [`sequential take from the prestarted set, p99`, mm(p99), "— (was ~4 / ~7 ms p50 / p99)"],
+    [
+      "take sent → replacement prestart's first libvirt call, p50 / max of all takes",
+      `${fmt(quantile(replanMs, 0.5))} / ${fmt(Math.max(...replanMs))} ms`,
+      "≤ 50 ms",
+    ],
+  );
+}
+
+interface BurstKind {
+  readonly name: string;
+  readonly users: readonly string[];
+  readonly takes: readonly string[];
+  readonly maxVmsPerUser: number;
+  readonly refusal: string;
+}
+
+async function bursts(b: Bench) {
+  const kinds: BurstKind[] = [
+    {
+      name: "1000 takes from 100 users (10 each), maxVmsPerUser 2",
+      users: users(100, "u"),
+      takes: Array.from({ length: 1000 }, (_, i) => `u${i % 100}`),
+      maxVmsPerUser: 2,
+      refusal: "user-limit",
+    },
+    {
+      name: "1000 takes from 1000 users, maxVmsPerUser 1",
+      users: users(1000, "u"),
+      takes: users(1000, "u"),
+      maxVmsPerUser: 1,
+      refusal: "no-free-vm",
+    },
+  ];
+  for (const kind of kinds) {
+    const stats = { grouped: [] as BurstResult[], baseline: [] as BurstResult[] };
+    const commits = { grouped: [] as number[], baseline: [] as number[] };
+    for (let run = 0; run < RUNS; run++) {
+      // Interleaved, so that load from other work on the machine falls on both alike.
+      for (const mode of ["grouped", "baseline"] as const) {
+        await withSetup(
+          b,
+          { size: SIZE, prestarted: 20, maxVmsPerUser: kind.maxVmsPerUser, users: kind.users },
+          async (s) => {
+            const r = await burst(s, kind.takes);
+            if (r.other.length > 0)
+              throw new Error(
+                `${kind.name}: ${r.other.length} answers neither 201 nor a refusal: ${JSON.stringify(r.other[0])}`,
+              );
+            if (r.ok.length !== SIZE) throw new Error(`${kind.name}: ${r.ok.length} takes served, not ${SIZE}`);
+            stats[mode].push(r);
+            commits[mode].push((s.storeTime.claimMany?.[0] ?? 0) + (s.storeTime.claim?.[0] ?? 0));
+            await s.reconciler.idle();
+          },
+          mode === "baseline" ? oneTransactionPerTake : undefined,
+        );
+      }
+    }
+    const total = (m: "grouped" | "baseline") => stats[m].map((r) => r.totalMs);
+    const ok = (m: "grouped" | "baseline", q: number) =>
+      stats[m].map((r) =>
+        quantile(
+          r.ok.map((a) => a.ms),
+          q,
+        ),
+      );
+    const ref = (m: "grouped" | "baseline", q: number) =>
+      stats[m].map((r) =>
+        quantile(
+          (r.refused.get(kind.refusal) ?? []).map((a) => a.ms),
+          q,
+        ),
+      );
+    const refusedCount = median(stats.grouped.map((r) => r.refused.get(kind.refusal)?.length ?? 0));
+    const ratio = median(total("grouped")) / median(total("baseline"));
+    rows.push(
+      [
+        `${kind.name}: all answered`,
+        mm(total("grouped"), " s", 0).replace(/([\d.]+)/g, (x) => fmt(Number(x) / 1000, 2)),
+        "≤ 0.5 s (was 1.44 s)",
+      ],
+      [
+        `  same burst, one transaction per take (baseline)`,
+        mm(total("baseline"), " s", 0).replace(/([\d.]+)/g, (x) => fmt(Number(x) / 1000, 2)),
+        `ratio of medians ${fmt(ratio, 2)}x`,
+      ],
+      [
+        `  ${SIZE} successes, p50 / p99 (baseline)`,
+        `${fmt(median(ok("grouped", 0.5)), 0)} / ${fmt(median(ok("grouped", 0.99)), 0)} ms (${fmt(median(ok("baseline", 0.5)), 0)} / ${fmt(median(ok("baseline", 0.99)), 0)})`,
+        "—",
+      ],
+      [
+        `  ${refusedCount} refusals (${kind.refusal}), p50 / p99 (baseline)`,
+        `${fmt(median(ref("grouped", 0.5)), 0)} / ${fmt(median(ref("grouped", 0.99)), 0)} ms (${fmt(median(ref("baseline", 0.5)), 0)} / ${fmt(median(ref("baseline", 0.99)), 0)})`,
+        "—",
+      ],
+      [
+        `  claim transactions per burst (baseline)`,
+        `${fmt(median(commits.grouped), 0)} (${fmt(median(commits.baseline), 0)})`,
+        "—",
+      ],
+    );
+  }
+}
+
+/** After a burst: refusals of every kind, and the libvirt calls made while they were answered. */
+async function refusals(b: Bench) {
+  await withSetup(
+    b,
+    { size: SIZE, prestarted: 20, maxVmsPerUser: 2, users: users(100, "u").concat(users(100, "late")) },
+    async (s) => {
+      await burst(
+        s,
+        Array.from({ length: 200 }, (_, i) => `u${i % 100}`),
+      );
+      await s.reconciler.idle();
+      const kinds = [
+        ["user-limit", Array.from({ length: 100 }, (_, i) => () => s.take(`u${i}`))],
+        ["no-free-vm", Array.from({ length: 100 }, (_, i) => () => s.take(`late${i}`))],
+        ["unknown-pool", Array.from({ length: 100 }, (_, i) => () => s.take(`u${i}`, `NoSuchPool${i}`))],
+      ] as const;
+      for (const [code, takes] of kinds) {
+        const before = s.calls.length;
+        const answers: Answer[] = await Promise.all(takes.map((t) => t()));
+        const wrong = answers.filter((a) => a.body.error !== code);
+        if (wrong.length > 0)
+          throw new Error(`${code}: ${wrong.length} other answers, e.g. ${JSON.stringify(wrong[0]!.body)}`);
+        const calls = s.calls.slice(before).map((c) => c.method);
+        rows.push([
+          `100 concurrent refusals (${code}): libvirt calls made`,
+          `${calls.length}${calls.length ? ` (${[...new Set(calls)].join(", ")})` : ""}`,
+          code === "unknown-pool" ? "0 (at most one listing a second, D6)" : "0",
+        ]);
+      }
+    },
+  );
 }
 
 async function onTestHypervisor(): Promise<void> {
@@ -47,92 +210,25 @@ async function onTestHypervisor(): Promise<void> {
   const holder = holdTestDriver();
   const driver = new VirshDriver({ uri: TEST_URI });
   const events = new DomainEvents({ uri: TEST_URI });
-  await events.ready();
-  const name = `${uniquePoolName("Bench")}?`;
-  const t0 = performance.now();
-  const plan = await deployPool(driver, {
-    name,
-    template: { name: "t", version: 1, baseImagePath: "/images/base.qcow2", diskSizeGiB: 10, memoryMiB: 512, vcpus: 1 },
-    size: SIZE,
-    prestarted: PRESTARTED,
-    maxVmsPerUser: 32767,
-  });
-  console.error(`deployed ${SIZE} members in ${ms(performance.now() - t0)}`);
-  // A file as in production: every claim and intent is fsynced (WAL, synchronous=FULL).
-  const storeDir = mkdtempSync(join(tmpdir(), "vmpools-bench-"));
-  const store = StateStore.open(join(storeDir, "state.db"));
-  const reconciler = new Reconciler({
-    driver,
-    store,
-    events,
-    retry: { maxAttempts: 3, baseDelayMs: 50 },
-    onlyPools: [name],
-  });
   try {
-    const t1 = performance.now();
-    await reconciler.start();
-    await reconciler.idle();
-    console.error(`started (listing, recovery, ${PRESTARTED} prestarts) in ${ms(performance.now() - t1)}`);
-
-    const takeMs: number[] = [];
-    const replenishMs: number[] = [];
-    for (let i = 0; i < SEQUENTIAL_TAKES; i++) {
-      const replaced = nextActivity(reconciler, "prestarted");
-      const start = performance.now();
-      const taken = await reconciler.take(name, `seq-${i}`);
-      takeMs.push(performance.now() - start);
-      if (taken.started) throw new Error(`take ${i} did not get a prestarted VM`);
-      replenishMs.push((await replaced) - start);
-      await reconciler.idle();
-    }
-    rows.push(
-      ["take from the prestarted set, p50", ms(quantile(takeMs, 0.5)), "—"],
-      ["take from the prestarted set, p99", ms(quantile(takeMs, 0.99)), "≤ 50 ms"],
-      ["take → replacement prestarted (running), p50", ms(quantile(replenishMs, 0.5)), "—"],
-      ["take → replacement prestarted (running), max", ms(Math.max(...replenishMs)), "≤ 1000 ms"],
-    );
-
-    const burstStart = performance.now();
-    const burst = await Promise.allSettled(
-      Array.from({ length: BURST_TAKES }, (_, i) => reconciler.take(name, `burst-${i}`)),
-    );
-    const burstSeconds = (performance.now() - burstStart) / 1000;
-    const served = burst.filter((r) => r.status === "fulfilled").length;
-    if (served !== BURST_TAKES) throw new Error(`burst: only ${served} of ${BURST_TAKES} takes served`);
-    rows.push([
-      `takes/s, ${BURST_TAKES} concurrent takes (mostly cold starts)`,
-      `${Math.round(served / burstSeconds)}/s`,
-      "—",
-    ]);
-    await reconciler.idle();
+    await events.ready();
+    const b = { driver, events };
+    await sequential(b);
+    await bursts(b);
+    await refusals(b);
   } finally {
-    await reconciler.stop();
-    store.close();
-    rmSync(storeDir, { recursive: true, force: true });
-    await removePool(driver, plan);
     await events.close();
     await driver.close();
     await releaseTestDriver(holder);
   }
 }
 
-/** Times the revert's own libvirt calls: from reading the old overlay to the new one existing. */
-function timingReverts(driver: LibvirtDriver, revertMs: number[]): LibvirtDriver {
-  let began = 0;
-  return new Proxy(driver, {
-    get(target, prop) {
-      const value = (target as unknown as Record<string | symbol, unknown>)[prop];
-      if (typeof value !== "function") return value;
-      return async (...args: unknown[]) => {
-        if (prop === "volumeXml") began = performance.now();
-        const result: unknown = await (value as (...a: unknown[]) => Promise<unknown>).apply(target, args);
-        if (prop === "createOverlayVolume") revertMs.push(performance.now() - began);
-        return result;
-      };
-    },
-  });
-}
-
+/**
+ * On qemu:///system: a 1-member manual pool with a 2 GiB base image. Each round a user takes the
+ * VM over HTTP, the guest goes down, 1 GiB is really written into the overlay it boots from, and
+ * an admin returns it over HTTP (revert included). The remaking of the written overlay that
+ * follows is awaited before the next round and not timed: it is off the user's path.
+ */
 async function onQemu(): Promise<void> {
   const id = randomBytes(3).toString("hex");
   const dir = `/var/lib/libvirt/images/vmpools-bench-${id}`;
@@ -141,77 +237,97 @@ async function onQemu(): Promise<void> {
   const driver = new VirshDriver({ uri: "qemu:///system" });
   const events = new DomainEvents({ uri: "qemu:///system" });
   const store = StateStore.open(":memory:");
-  const revertMs: number[] = [];
   const names: string[] = [];
+  let server: Server | undefined;
+  let client: ApiClient | undefined;
+  let reconciler: Reconciler | undefined;
   try {
     await events.ready();
     await driver.session.run(["pool-create-as", "--name", storagePool, "--type", "dir", "--target", dir]);
-    const pools: { name: string; vm: string; overlay: string; gib: number }[] = [];
-    for (const gib of [1, 100]) {
-      const base = join(dir, `base-${gib}g.qcow2`);
-      execFileSync("qemu-img", ["create", "-q", "-f", "qcow2", base, `${gib}G`]);
-      const plan = planPool({
-        name: `Bench${gib}g${id}-?`,
-        template: {
-          name: "t",
-          version: 1,
-          baseImagePath: base,
-          diskSizeGiB: gib,
-          memoryMiB: 128,
-          vcpus: 1,
-          domainType: "qemu",
-          machine: "pc",
-        },
-        size: 1,
-        type: "manual",
-      });
-      const vm = plan.members[0]!;
-      const system = vm.disks.find((d) => d.role === "system")!;
-      const overlay = await driver.createOverlayVolume(storagePool, system.volumeName, {
-        backingPath: base,
-        backingFormat: "qcow2",
-        capacityBytes: gib * 2 ** 30,
-      });
-      for (const d of vm.disks.filter((x) => x.role !== "system")) {
-        await driver.session.run(["vol-create-as", "--pool", storagePool, "--name", d.volumeName, "--capacity", "1M"]);
-      }
-      // No kernel, no bootable disk: the firmware idles, which is all a start needs here.
-      await driver.defineDomain(renderDomainXml(vm, { storagePool, withoutNetwork: true, lockedSpicePassword: id }));
-      names.push(vm.name);
-      pools.push({ name: plan.pool.name, vm: vm.name, overlay, gib });
+    const base = join(dir, "base.qcow2");
+    execFileSync("qemu-img", ["create", "-q", "-f", "qcow2", base, "2G"]);
+    const plan = planPool({
+      name: `BenchRevert${id}-?`,
+      template: {
+        name: "t",
+        version: 1,
+        baseImagePath: base,
+        diskSizeGiB: 2,
+        memoryMiB: 128,
+        vcpus: 1,
+        domainType: "qemu",
+        machine: "pc",
+      },
+      size: 1,
+      type: "manual",
+    });
+    const vm = plan.members[0]!;
+    const system = vm.disks.find((d) => d.role === "system")!;
+    await driver.createOverlayVolume(storagePool, system.volumeName, {
+      backingPath: base,
+      backingFormat: "qcow2",
+      capacityBytes: 2 * 2 ** 30,
+    });
+    for (const d of vm.disks.filter((x) => x.role !== "system")) {
+      await driver.session.run(["vol-create-as", "--pool", storagePool, "--name", d.volumeName, "--capacity", "1M"]);
     }
-    const reconciler = new Reconciler({
-      driver: timingReverts(driver, revertMs),
+    // No kernel, no bootable disk: the firmware idles, which is all a start needs here.
+    await driver.defineDomain(renderDomainXml(vm, { storagePool, withoutNetwork: true, lockedSpicePassword: id }));
+    names.push(vm.name);
+    const calls: DriverCall[] = [];
+    reconciler = new Reconciler({
+      driver: recordingDriver(driver, calls),
       store,
       events,
       retry: { maxAttempts: 3, baseDelayMs: 50 },
-      onlyPools: pools.map((p) => p.name),
+      onlyPools: [plan.pool.name],
     });
     await reconciler.start();
-    try {
-      for (const p of pools) {
-        revertMs.length = 0;
-        const returnMs: number[] = [];
-        for (let i = 0; i < REVERTS_PER_IMAGE; i++) {
-          await reconciler.take(p.name, "bench");
-          await driver.destroy(p.vm); // the guest is down; a manual pool keeps it assigned
-          await reconciler.idle();
-          // What the user wrote: 16 MiB in the overlay.
-          execFileSync("qemu-io", ["-f", "qcow2", "-c", "write -P 0xab 0 16M", p.overlay], { stdio: "ignore" });
-          const start = performance.now();
-          await reconciler.return(p.name, p.vm, { admin: true });
-          returnMs.push(performance.now() - start);
-        }
-        rows.push(
-          [`revert (overlay recreated), ${p.gib} GiB base, p50`, ms(quantile(revertMs, 0.5)), "—"],
-          [`revert (overlay recreated), ${p.gib} GiB base, max`, ms(Math.max(...revertMs)), "≤ 100 ms"],
-          [`admin return of a Down VM incl. revert, ${p.gib} GiB base, p50`, ms(quantile(returnMs, 0.5)), "—"],
-        );
-      }
-    } finally {
-      await reconciler.stop();
+    const user = newToken("alice", "user");
+    const admin = newToken("root", "admin");
+    server = createApiServer(reconciler, new TokenAuth([user.entry, admin.entry]));
+    await new Promise<void>((r) => server!.listen(0, "127.0.0.1", r));
+    client = new ApiClient(new URL(`http://127.0.0.1:${(server.address() as AddressInfo).port}`));
+    const pool = encodeURIComponent(plan.pool.name);
+    const returnMs: number[] = [];
+    const writeMs: number[] = [];
+    for (let i = 0; i < REVERTS; i++) {
+      const taken = await client.post(`/v1/pools/${pool}/take`, user.token);
+      if (taken.status !== 201) throw new Error(`take: ${taken.status} ${JSON.stringify(taken.body)}`);
+      await driver.destroy(vm.name); // the guest is down; a manual pool keeps it assigned
+      await reconciler.idle();
+      // The overlay it boots from now: a revert switches between two (reconciler/revert.ts).
+      const volume = systemVolumeOf(await driver.domainXml(vm.name, { inactive: true }));
+      if (!volume) throw new Error(`${vm.name}: no system volume in its domain XML`);
+      const overlay = await driver.volumePath(volume.storagePool, volume.volume);
+      const w = performance.now();
+      execFileSync("qemu-io", ["-f", "qcow2", "-c", "write -P 0xab 0 1G", overlay], { stdio: "ignore" });
+      execFileSync("sync", ["-f", overlay]);
+      writeMs.push(performance.now() - w);
+      const returned = await client.post(`/v1/pools/${pool}/vms/${encodeURIComponent(vm.name)}/return`, admin.token);
+      if (returned.status !== 200) throw new Error(`return: ${returned.status} ${JSON.stringify(returned.body)}`);
+      if (store.holder(plan.pool.name, vm.name))
+        throw new Error("the member is still held after the return was answered");
+      returnMs.push(returned.ms);
+      // Where a return's time goes: its libvirt calls, by method, in milliseconds after it was sent.
+      const during = calls.filter((c) => c.at >= returned.sentAt && c.at <= returned.sentAt + returned.ms);
+      if (process.env.BENCH_TRACE)
+        console.error(during.map((c) => `${c.method} +${fmt(c.at - returned.sentAt)}`).join(", "));
+      await reconciler.idle(); // the written overlay is remade as the next spare
     }
+    rows.push([
+      `admin return of a Down VM, 1 GiB written, revert included (answer = member free), p50 / max of ${REVERTS}`,
+      `${fmt(median(returnMs))} / ${fmt(Math.max(...returnMs))} ms`,
+      "≤ 30 ms (was 169 ms)",
+    ]);
+    notes.push(
+      `Writing 1 GiB into the overlay (qemu-io, then sync) took ${fmt(median(writeMs) / 1000, 1)} s (median); not timed.`,
+    );
   } finally {
+    await client?.close();
+    server?.closeAllConnections();
+    server?.close();
+    await reconciler?.stop();
     for (const name of names) {
       await driver.destroy(name).catch(() => undefined);
       await driver.undefineDomain(name).catch(() => undefined);
@@ -220,16 +336,22 @@ async function onQemu(): Promise<void> {
     store.close();
     await events.close();
     await driver.close();
-    rmSync(dir, { recursive: true, force: true });
+    execFileSync("rm", ["-rf", dir]);
   }
 }
 
 async function main(): Promise<void> {
-  await onTestHypervisor();
-  await onQemu();
-  console.log(`reconciler on ${cpus().length} × ${cpus()[0]?.model ?? "cpu"}, node ${process.version}\n`);
+  const load = () => loadavg()[0]!.toFixed(1);
+  const loadBefore = load();
+  if (!process.env.SKIP_TEST_HYPERVISOR) await onTestHypervisor();
+  if (!process.env.SKIP_QEMU) await onQemu();
+  console.log(
+    `reconciler on ${cpus().length} × ${cpus()[0]?.model ?? "cpu"}, ${Math.round(totalmem() / 2 ** 30)} GiB, ` +
+      `node ${process.version}, ${RUNS} runs (min / median of per-run values), load average ${loadBefore} → ${load()}\n`,
+  );
   console.log("| measurement | result | target |\n|---|---|---|");
   for (const [what, result, target] of rows) console.log(`| ${what} | ${result} | ${target} |`);
+  for (const n of notes) console.log(`\n${n}`);
 }
 
 main().catch((e) => {
