@@ -7,6 +7,7 @@ import * as path from "node:path";
 import { planPool, type PoolPlan, type VmPlan } from "../../core/plan";
 import type { VmPoolProps } from "../../core/spec";
 import { VirshDriver } from "../../reconciler/driver/libvirt-driver";
+import { LEASE_DOMAIN } from "../../reconciler/lease";
 import { systemVolumeOf } from "../../reconciler/libvirt-xml";
 import { renderDomainXml, type RenderDomainOptions } from "../../reconciler/local/domain-xml";
 import { otherVolumeName } from "../../reconciler/revert";
@@ -138,6 +139,8 @@ export async function openQemuPools(): Promise<QemuPools> {
         await driver.destroy(vm.name).catch(() => undefined);
         await driver.undefineDomain(vm.name).catch(() => undefined);
       }
+      // A reconciler killed with SIGKILL leaves its lease placeholder (see reconciler/lease.ts).
+      for (const plan of plans) await driver.undefineDomain(`${LEASE_DOMAIN}.${plan.pool.name}`).catch(() => undefined);
       await driver.session.run(["pool-destroy", "--pool", storagePool]).catch(() => undefined);
       await driver.close();
       fs.rmSync(dir, { recursive: true, force: true });
