@@ -46,6 +46,32 @@ export function readStore(dbPath: string, pool: string, storagePool: string): St
   }
 }
 
+/** A member's intents, newest first, for a failure message: what a run left of its work. */
+export function intentHistory(dbPath: string, pool: string, vm: string): string[] {
+  const db = new Database(dbPath, { readonly: true, fileMustExist: true });
+  try {
+    const rows = db
+      .prepare(
+        "SELECT kind, state, user, last_error, created_at, updated_at FROM intents WHERE pool = ? AND vm = ? ORDER BY created_at DESC, rowid DESC LIMIT 6",
+      )
+      .all(pool, vm) as {
+      kind: string;
+      state: string;
+      user: string | null;
+      last_error: string | null;
+      created_at: number;
+      updated_at: number;
+    }[];
+    return rows.map(
+      (r) =>
+        `${r.kind}${r.user ? ` (${r.user})` : ""} ${r.state} at ${new Date(r.updated_at).toISOString()}` +
+        (r.last_error ? `: ${r.last_error}` : ""),
+    );
+  } finally {
+    db.close();
+  }
+}
+
 /** Problems visible in status alone: cheap enough to poll while waiting for a pool to settle. */
 export function statusProblems(status: ReconcilerStatus, rules: PoolRules): string[] {
   const problems: string[] = [];

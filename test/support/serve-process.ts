@@ -134,7 +134,10 @@ export class ApiUser {
   }
 
   private newAgent(): Agent {
-    return new Agent({ keepAlive: true, maxSockets: this.maxSockets });
+    // A timeout is what makes Node 20's agent honour the server's `Keep-Alive: timeout=5` hint
+    // (it then drops a pooled socket a second before the server does); without one it keeps
+    // sockets forever and reuses some just as the server closes them (ECONNRESET on a POST).
+    return new Agent({ keepAlive: true, maxSockets: this.maxSockets, timeout: 60_000 });
   }
 
   /** Drops every pooled connection (after the server they led to was killed). */
