@@ -232,6 +232,11 @@ export class Actuator {
     this.o.replan(record.metadata.pool);
   }
 
+  /** Whether the member's holder mark may not say what the store says (unknown, or known to differ). */
+  holderMarkMayBeStale(pool: string, vm: string): boolean {
+    return !this.holderMarks.has(vm) || this.holderMarks.get(vm) !== (this.store.holder(pool, vm)?.user ?? null);
+  }
+
   /**
    * Makes the member's holder mark in libvirt say what the store says. Reads the mark the first
    * time it meets a member (after a start or a crash libvirt may say otherwise), then remembers
@@ -252,9 +257,11 @@ export class Actuator {
   // ---- what recovery asks for (it queues them on the member itself) --------------------------
 
   /** Rolls back a take the caller never heard back about: nobody is left holding a VM they do not know of. */
-  rollBackTake(pool: string, vm: string, intentId: string, user: string | undefined): void {
+  async rollBackTake(pool: string, vm: string, intentId: string, user: string | undefined): Promise<void> {
     if (user !== undefined && this.store.holder(pool, vm)?.user === user) this.store.release(pool, vm, user);
     this.store.failIntent(intentId, "rolled back: the reconciler stopped before the take finished", null);
+    // The mark goes with the claim (the crash may have come after it was written).
+    await this.syncHolderMark(pool, vm).catch(() => undefined);
     this.o.emit({ kind: "rolled-back", pool, vm, ...(user ? { user } : {}) });
   }
 
@@ -324,7 +331,16 @@ export class Actuator {
     this.inventory.setState(vm, state);
     if (state === "running") return false;
     if (!isDown(state)) throw new Error(`${vm} is ${state}, neither running nor down`);
-    await this.driver.start(vm);
+    try {
+      await this.driver.start(vm);
+    } catch (e) {
+      // Started meanwhile (e.g. a start cut off by a libvirtd restart that went through after all).
+      if (!/already active|already running/i.test(message(e)) || (await this.driver.domainState(vm)) !== "running") {
+        throw e;
+      }
+      this.inventory.setState(vm, "running");
+      return false;
+    }
     this.inventory.setState(vm, "running");
     this.conditions.clear(this.inventory.poolOf(vm), vm, "prestart-gave-up");
     return true;

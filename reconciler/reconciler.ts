@@ -42,7 +42,7 @@ import type {
   ReturnResult,
   TakeResult,
 } from "./types";
-import { notFound, sleep } from "./util";
+import { notFound, sleep, unlessGone } from "./util";
 import { MemberWorkQueue } from "./work-queue";
 
 export type * from "./types";
@@ -104,10 +104,18 @@ export class Reconciler extends EventEmitter<ReconcilerEventMap> {
     this.inventory = new Inventory(this.driver, this.store, manages, this.clock);
     this.conditions = new MemberConditions(this.store);
     this.work = new MemberWorkQueue({
-      // A member planners skipped while it was busy may be the one its pool needs now (D4).
-      onMemberIdle: (vm) => {
+      onMemberIdle: (vm, last) => {
         const pool = this.inventory.poolOf(vm);
-        if (pool !== undefined) this.kickPrestart(pool);
+        if (pool === undefined) return;
+        // A member planners skipped while it was busy may be the one its pool needs now (D4).
+        this.kickPrestart(pool);
+        // Work that changed who holds it without writing the mark (a rolled-back claim, say)
+        // leaves it to this; the periodic resync would only get there up to 30 s later.
+        // (Not after a refresh: a sync that failed must not be retried in a loop; the resync retries it.)
+        if (this.running && last !== "refresh" && this.actuator.holderMarkMayBeStale(pool, vm)) {
+          const sync = this.work.run(vm, "refresh", () => unlessGone(this.actuator.syncHolderMark(pool, vm)));
+          this.work.track("holder mark", sync, vm);
+        }
       },
       onFailure: (context, error, vm) => {
         const pool = vm === undefined ? undefined : this.inventory.poolOf(vm);
@@ -203,7 +211,11 @@ export class Reconciler extends EventEmitter<ReconcilerEventMap> {
       const claim = await claimQueueOf(this.store).claim(
         { pool: poolName, user, maxPerUser: pool.policy.maxVmsPerUser },
         (p) =>
-          freeMembers(this.inventory.pools().get(p) ?? { ...pool, members: [] }, this.store.assignments(p), this.busy()),
+          freeMembers(
+            this.inventory.pools().get(p) ?? { ...pool, members: [] },
+            this.store.assignments(p),
+            this.busy(),
+          ),
       );
       if ("refused" in claim) {
         if (claim.refused === "limit") {
@@ -257,7 +269,7 @@ export class Reconciler extends EventEmitter<ReconcilerEventMap> {
     this.requireMember(pool, vm);
     const holder = this.store.holder(poolName, vm);
     if (!holder) throw new NotHeldError(poolName, vm);
-    if (holder.user !== user) throw new NotHolderError(poolName, vm, holder.user, user);
+    if (holder.user !== user) throw new NotHolderError(poolName, vm, holder.user, user, "open a console of");
     if (options) validateConsoleOptions(options);
     const password = randomBytes(18).toString("base64url");
     const display = await this.actuator.ticketConsole(poolName, vm, password, this.clock() + this.consoleTicketTtlMs);

@@ -15,8 +15,8 @@ interface Queued {
 }
 
 export interface WorkQueueHooks {
-  /** A member's queue ran empty (a planner that skipped it while busy may want it now). */
-  readonly onMemberIdle: (vm: string) => void;
+  /** A member's queue ran empty after `last` (a planner that skipped it while busy may want it now). */
+  readonly onMemberIdle: (vm: string, last: MemberActivity) => void;
   /** Background work failed. */
   readonly onFailure: (context: string, error: Error, vm?: string) => void;
 }
@@ -55,7 +55,7 @@ export class MemberWorkQueue {
       if (this.tails.get(vm) === tail) this.tails.delete(vm);
       if (list.length > 0) return;
       this.queued.delete(vm);
-      this.hooks.onMemberIdle(vm);
+      this.hooks.onMemberIdle(vm, activity);
     });
     return result;
   }

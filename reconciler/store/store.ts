@@ -85,8 +85,10 @@ export class NotHolderError extends Error {
     readonly vm: string,
     readonly holder: string,
     readonly requestedBy: string,
+    /** What was refused, for the message. @default "return" */
+    readonly action: "return" | "open a console of" = "return",
   ) {
-    super(`${pool}/${vm} is held by another user; ${requestedBy} can only return their own VMs`);
+    super(`${pool}/${vm} is held by another user; ${requestedBy} can only ${action} their own VMs`);
     this.name = "NotHolderError";
   }
 }

@@ -394,3 +394,18 @@ describe("refusals", () => {
     expect(s.fake.callLog().slice(before)).toEqual([]);
   });
 });
+
+describe("a start that went through although it answered with an error", () => {
+  it("hands out the member, which is running (a libvirtd restart cut off the answer, not the start)", async () => {
+    const s = await setup({ size: 1, prestarted: 0 });
+    await s.started;
+    await s.reconciler.idle();
+    s.fake.failNext("start", {
+      afterEffect: true,
+      error: new VirshError(["start"], "Requested operation is not valid: domain is already active"),
+    });
+    expect(await s.reconciler.take(s.pool, "alice")).toMatchObject({ vm: s.names[0], started: false });
+    expect(await s.fake.domainState(s.names[0]!)).toBe("running");
+    expect(s.store.holder(s.pool, s.names[0]!)?.user).toBe("alice");
+  });
+});
