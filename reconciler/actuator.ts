@@ -11,6 +11,7 @@ import { ticketedGraphicsXml } from "./console";
 import { NotDownError, NotHeldError, NotRunningError, VmStartError } from "./errors";
 import type { Inventory } from "./inventory";
 import {
+  allocationOf,
   overlayFactsOf,
   spiceDisplayOf,
   systemVolumeOf,
@@ -79,8 +80,10 @@ export class Actuator {
         return undefined;
       }
       try {
-        await this.syncHolderMark(pool, vm);
+        // Started first: a running domain takes the mark in one call (a shut-off one needs two).
+        // A crash in between rolls the claim back, mark and all.
         const started = await this.startIfDown(vm);
+        await this.syncHolderMark(pool, vm);
         await claimQueueOf(this.store).complete(intentId);
         return started;
       } catch (e) {
@@ -440,8 +443,11 @@ export class Actuator {
    * since). Deleting a written one is the slow part, which is why spares are made in advance.
    */
   private async makeFreshOverlay(storagePool: string, volume: string, facts: OverlayFacts): Promise<void> {
-    if (this.store.spareVolume(storagePool, volume) === facts.backingPath) {
-      if ((await unlessGone(this.driver.volumeXml(storagePool, volume))) !== undefined) return;
+    const spare = this.store.spareVolume(storagePool, volume);
+    if (spare?.backingPath === facts.backingPath) {
+      const xml = await unlessGone(this.driver.volumeXml(storagePool, volume));
+      // Unchanged since it was made: nothing was written to it.
+      if (xml !== undefined && allocationOf(xml) === spare.allocationBytes) return;
     }
     this.store.dropSpareVolume(storagePool, volume);
     await unlessGone(this.driver.deleteVolume(storagePool, volume));
@@ -451,7 +457,8 @@ export class Actuator {
       capacityBytes: facts.capacityBytes,
       format: facts.format,
     });
-    this.store.addSpareVolume(storagePool, volume, facts.backingPath);
+    const allocation = allocationOf(await this.driver.volumeXml(storagePool, volume));
+    if (allocation !== undefined) this.store.addSpareVolume(storagePool, volume, facts.backingPath, allocation);
   }
 
   /**

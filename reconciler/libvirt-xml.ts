@@ -89,6 +89,14 @@ export function overlayFactsOf(volumeXml: string): OverlayFacts | undefined {
   };
 }
 
+/** The bytes a volume takes on disk (`<allocation>` of `vol-dumpxml`); undefined when absent. */
+export function allocationOf(volumeXml: string): number | undefined {
+  const allocation = at(parseXml(volumeXml), "allocation");
+  const value = textOf(allocation)?.trim() ?? "";
+  if (!allocation || !/^\d+$/.test(value)) return undefined;
+  return Number(value) * (UNIT_BYTES[allocation.attrs.unit ?? "bytes"] ?? 1);
+}
+
 /** The domain's SPICE display as the running domain reports it. */
 export interface SpiceDisplay {
   /** The whole `<graphics type='spice'>` element, to send back with a new password. */

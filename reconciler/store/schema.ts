@@ -80,6 +80,11 @@ export const MIGRATIONS: readonly string[] = [
     PRIMARY KEY (storage_pool, volume)
   ) STRICT, WITHOUT ROWID;
   `,
+  // 6: a spare is fresh only while it takes the space it took when it was made (nothing was
+  // written to it since, whoever might have attached it).
+  `
+  ALTER TABLE spare_volumes ADD COLUMN allocation_bytes INTEGER;
+  `,
 ];
 
 export const SCHEMA_VERSION = MIGRATIONS.length;

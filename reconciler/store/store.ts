@@ -210,13 +210,14 @@ const statements = (db: Database.Database) => ({
   conditions: db.prepare<[], MemberCondition>(
     "SELECT pool, vm, condition, reason, since FROM member_conditions ORDER BY pool, vm, condition",
   ),
-  addSpare: db.prepare<[string, string, string, number]>(
-    `INSERT INTO spare_volumes (storage_pool, volume, backing_path, created_at) VALUES (?, ?, ?, ?)
-       ON CONFLICT (storage_pool, volume) DO UPDATE SET backing_path = excluded.backing_path, created_at = excluded.created_at`,
+  addSpare: db.prepare<[string, string, string, number, number]>(
+    `INSERT INTO spare_volumes (storage_pool, volume, backing_path, allocation_bytes, created_at) VALUES (?, ?, ?, ?, ?)
+       ON CONFLICT (storage_pool, volume) DO UPDATE SET backing_path = excluded.backing_path,
+         allocation_bytes = excluded.allocation_bytes, created_at = excluded.created_at`,
   ),
-  spare: db
-    .prepare<[string, string], string>("SELECT backing_path FROM spare_volumes WHERE storage_pool = ? AND volume = ?")
-    .pluck(),
+  spare: db.prepare<[string, string], { backing_path: string; allocation_bytes: number | null }>(
+    "SELECT backing_path, allocation_bytes FROM spare_volumes WHERE storage_pool = ? AND volume = ?",
+  ),
   dropSpare: db.prepare<[string, string]>("DELETE FROM spare_volumes WHERE storage_pool = ? AND volume = ?"),
   setConsole: db.prepare<[string, string, string, number]>(
     `INSERT INTO console_options (pool, user, options, updated_at) VALUES (?, ?, ?, ?)
@@ -474,14 +475,20 @@ export class StateStore {
     return this.q.conditions.all();
   }
 
-  /** Records that `volume` is a fresh overlay of `backingPath` nobody has attached since it was made. */
-  addSpareVolume(storagePool: string, volume: string, backingPath: string): void {
-    this.q.addSpare.run(storagePool, volume, backingPath, Date.now());
+  /**
+   * Records that `volume` is a fresh overlay of `backingPath`, taking `allocationBytes` on disk,
+   * that nobody has attached since it was made.
+   */
+  addSpareVolume(storagePool: string, volume: string, backingPath: string, allocationBytes: number): void {
+    this.q.addSpare.run(storagePool, volume, backingPath, allocationBytes, Date.now());
   }
 
-  /** The backing path of a fresh spare overlay, or undefined when `volume` is not known to be one. */
-  spareVolume(storagePool: string, volume: string): string | undefined {
-    return this.q.spare.get(storagePool, volume);
+  /** What a fresh spare overlay was made with, or undefined when `volume` is not known to be one. */
+  spareVolume(storagePool: string, volume: string): { backingPath: string; allocationBytes: number } | undefined {
+    const row = this.q.spare.get(storagePool, volume);
+    return row && row.allocation_bytes !== null
+      ? { backingPath: row.backing_path, allocationBytes: row.allocation_bytes }
+      : undefined;
   }
 
   dropSpareVolume(storagePool: string, volume: string): void {

@@ -8,6 +8,7 @@ import { VirshError } from "../../reconciler/driver/virsh-session";
 import { NoFreeVmError, UserLimitError } from "../../reconciler/errors";
 import { systemVolumeOf } from "../../reconciler/libvirt-xml";
 import { renderDomainXml } from "../../reconciler/local/domain-xml";
+import { otherVolumeName } from "../../reconciler/revert";
 import { Reconciler, type Failure, type MemberStatus } from "../../reconciler/reconciler";
 import { StateStore, type Intent } from "../../reconciler/store/store";
 import { FakeDriver } from "../support/fake-driver";
@@ -407,5 +408,34 @@ describe("a start that went through although it answered with an error", () => {
     expect(await s.reconciler.take(s.pool, "alice")).toMatchObject({ vm: s.names[0], started: false });
     expect(await s.fake.domainState(s.names[0]!)).toBe("running");
     expect(s.store.holder(s.pool, s.names[0]!)?.user).toBe("alice");
+  });
+});
+
+describe("the spare overlay a revert switches to", () => {
+  it("is used as made in advance, and made again when something wrote to it meanwhile", async () => {
+    const s = await setup({ size: 1, prestarted: 0 });
+    await s.started;
+    const [m1] = s.names;
+    const roundTrip = async () => {
+      await s.reconciler.take(s.pool, "alice");
+      const current = await systemVolume(s.fake, m1!);
+      s.fake.writeToVolume(current.storagePool, current.volume, 1 << 20);
+      await s.reconciler.return(s.pool, m1!, { user: "alice" });
+      await s.reconciler.idle();
+      return systemVolume(s.fake, m1!);
+    };
+    await roundTrip(); // switches to the alternate; the engine's overlay becomes the spare
+    const creates = s.fake.calls("createOverlayVolume");
+    const back = await roundTrip(); // switches back to the spare, made in advance: nothing to create now
+    expect(s.fake.calls("createOverlayVolume") - creates).toBe(1); // only the next spare, in the background
+    expect(s.fake.volume(back.storagePool, back.volume)?.allocationBytes).toBe(0);
+
+    // Someone writes to the spare (it is only a volume): the next revert does not trust it.
+    const spare = await systemVolume(s.fake, m1!).then((v) => ({ ...v, volume: otherVolumeName(v.volume) }));
+    s.fake.writeToVolume(spare.storagePool, spare.volume, 1 << 20);
+    const after = await roundTrip();
+    expect(after.volume).toBe(spare.volume);
+    expect(s.fake.volume(after.storagePool, after.volume)?.allocationBytes).toBe(0);
+    expect(s.failures).toEqual([]);
   });
 });
