@@ -1,4 +1,5 @@
 // SPICE console tickets and virt-viewer (.vv) files. Pure: the reconciler supplies the facts.
+import { RefusalError } from "./refusal";
 import { escapeXml } from "../core/xml";
 import type { ConsoleOptions } from "./store/store";
 
@@ -18,8 +19,8 @@ export type ConsoleOptionName = keyof typeof VV_OPTIONS;
 export const CONSOLE_OPTION_NAMES = Object.keys(VV_OPTIONS) as readonly ConsoleOptionName[];
 
 /** Console options that virt-viewer does not know, or of the wrong type. */
-export class ConsoleOptionsError extends Error {
-  readonly code = "invalid-console-options";
+export class ConsoleOptionsError extends RefusalError {
+  readonly code = "invalid-console-options" as const;
   constructor(readonly problems: readonly string[]) {
     super(`invalid console options: ${problems.join("; ")} (known: ${CONSOLE_OPTION_NAMES.join(", ")})`);
     this.name = "ConsoleOptionsError";

@@ -1,9 +1,10 @@
 // Refusals a caller (HTTP API, CLI) shows to a user. `code` is stable for mapping to responses.
+import { RefusalError } from "./refusal";
 export { NotHolderError } from "./store/store";
 export { ConsoleOptionsError } from "./console";
 
-export class UnknownPoolError extends Error {
-  readonly code = "unknown-pool";
+export class UnknownPoolError extends RefusalError {
+  readonly code = "unknown-pool" as const;
   constructor(
     readonly pool: string,
     readonly known: readonly string[],
@@ -16,8 +17,8 @@ export class UnknownPoolError extends Error {
   }
 }
 
-export class UnknownVmError extends Error {
-  readonly code = "unknown-vm";
+export class UnknownVmError extends RefusalError {
+  readonly code = "unknown-vm" as const;
   constructor(
     readonly pool: string,
     readonly vm: string,
@@ -27,8 +28,8 @@ export class UnknownVmError extends Error {
   }
 }
 
-export class UserLimitError extends Error {
-  readonly code = "user-limit";
+export class UserLimitError extends RefusalError {
+  readonly code = "user-limit" as const;
   constructor(
     readonly pool: string,
     readonly user: string,
@@ -43,8 +44,8 @@ export class UserLimitError extends Error {
   }
 }
 
-export class NoFreeVmError extends Error {
-  readonly code = "no-free-vm";
+export class NoFreeVmError extends RefusalError {
+  readonly code = "no-free-vm" as const;
   constructor(
     readonly pool: string,
     readonly size: number,
@@ -55,8 +56,8 @@ export class NoFreeVmError extends Error {
 }
 
 /** The VM could not be started for the user; the claim was released, nothing is assigned. */
-export class VmStartError extends Error {
-  readonly code = "start-failed";
+export class VmStartError extends RefusalError {
+  readonly code = "start-failed" as const;
   constructor(
     readonly pool: string,
     readonly vm: string,
@@ -67,8 +68,8 @@ export class VmStartError extends Error {
   }
 }
 
-export class NotHeldError extends Error {
-  readonly code = "not-held";
+export class NotHeldError extends RefusalError {
+  readonly code = "not-held" as const;
   constructor(
     readonly pool: string,
     readonly vm: string,
@@ -78,8 +79,8 @@ export class NotHeldError extends Error {
   }
 }
 
-export class AdminRequiredError extends Error {
-  readonly code = "admin-required";
+export class AdminRequiredError extends RefusalError {
+  readonly code = "admin-required" as const;
   constructor(
     readonly pool: string,
     readonly vm: string,
@@ -91,8 +92,8 @@ export class AdminRequiredError extends Error {
 }
 
 /** Detach needs the VM Down (seed: "you cannot detach a running virtual machine"). */
-export class NotDownError extends Error {
-  readonly code = "not-down";
+export class NotDownError extends RefusalError {
+  readonly code = "not-down" as const;
   constructor(
     readonly pool: string,
     readonly vm: string,
@@ -103,8 +104,8 @@ export class NotDownError extends Error {
   }
 }
 
-export class NotRunningError extends Error {
-  readonly code = "not-running";
+export class NotRunningError extends RefusalError {
+  readonly code = "not-running" as const;
   constructor(
     readonly pool: string,
     readonly vm: string,
@@ -116,8 +117,8 @@ export class NotRunningError extends Error {
 }
 
 /** The reconciler is not the active one for its pools (it lost its lease, or was stopped). */
-export class NotActiveError extends Error {
-  readonly code = "not-active";
+export class NotActiveError extends RefusalError {
+  readonly code = "not-active" as const;
   constructor(reason: string) {
     super(`this vmpools reconciler is not active (${reason}); ask the active one, or restart this one`);
     this.name = "NotActiveError";

@@ -5,6 +5,7 @@
 // holder. libvirt defines a name only once (a second define with another UUID is refused), which
 // makes taking the lease atomic; renewing it rewrites the metadata by the holder's own UUID, so a
 // holder that lost the lease cannot renew someone else's.
+import { RefusalError } from "./refusal";
 import { randomUUID } from "node:crypto";
 import { EventEmitter } from "node:events";
 import { hostname } from "node:os";
@@ -28,8 +29,8 @@ export interface LeaseHolder {
 }
 
 /** Another reconciler holds a lease this one needs. */
-export class LeaseHeldError extends Error {
-  readonly code = "lease-held";
+export class LeaseHeldError extends RefusalError {
+  readonly code = "lease-held" as const;
   constructor(
     readonly scope: string,
     readonly holder: LeaseHolder,

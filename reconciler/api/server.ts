@@ -1,3 +1,4 @@
+import { RefusalError, type RefusalCode } from "../refusal";
 import { readFileSync } from "node:fs";
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
 import type { Socket } from "node:net";
@@ -6,7 +7,7 @@ import type { Principal, TokenAuth } from "./auth";
 import { parseBody, type BodyAction } from "./schemas";
 
 /** Maps the reconciler's refusal codes to HTTP statuses; anything else is a 500. */
-const STATUS_BY_CODE: Readonly<Record<string, number>> = {
+const STATUS_BY_CODE: Readonly<Record<RefusalCode, number>> = {
   "unknown-pool": 404,
   "unknown-vm": 404,
   "user-limit": 409,
@@ -19,6 +20,8 @@ const STATUS_BY_CODE: Readonly<Record<string, number>> = {
   "invalid-console-options": 400,
   "start-failed": 502,
   "not-active": 503,
+  // Only at start-up; a running server never sees it.
+  "lease-held": 503,
 };
 
 class HttpError extends Error {
@@ -303,8 +306,8 @@ export function createApiServer(reconciler: Reconciler, auth: TokenAuth, options
       if (!busy(req, res)) return;
       handle(reconciler, auth, requireReady, req, res).catch((e: unknown) => {
         const err = e as Error & { code?: string };
-        const status = e instanceof HttpError ? e.status : (STATUS_BY_CODE[err.code ?? ""] ?? 500);
-        const code = e instanceof HttpError ? e.code : status === 500 ? "internal" : err.code!;
+        const status = e instanceof HttpError ? e.status : e instanceof RefusalError ? STATUS_BY_CODE[e.code] : 500;
+        const code = e instanceof HttpError ? e.code : e instanceof RefusalError ? e.code : "internal";
         if (status === 500) {
           // Details (virsh command lines, file paths) go to the server's log, not to the client.
           console.error(`vmpools api: internal error on ${req.method} ${req.url}:`, err);

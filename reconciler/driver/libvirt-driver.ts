@@ -5,7 +5,10 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { METADATA_NAMESPACE, METADATA_PREFIX, POLICY_VOLUME_SUFFIX } from "../../core/metadata";
 import { escapeXml } from "../../core/xml";
-import { VirshError, VirshSession, type VirshSessionOptions } from "./virsh-session";
+import { VirshError, VirshSession, type RunOptions, type VirshSessionOptions } from "./virsh-session";
+
+/** Sessions (virsh processes) a driver may run commands on at once, volume deletes aside. */
+const PARALLEL_SESSIONS = 3;
 
 /** Domain states as virsh names them (`virsh domstate`). */
 export const DOMAIN_STATES = [
@@ -127,6 +130,8 @@ export class VirshDriver implements LibvirtDriver {
   readonly session: VirshSession;
   /** For volume deletes only (see deleteVolume); started on first use. */
   private volumeSession?: VirshSession;
+  /** Further sessions, started as the load asks for them (see run). */
+  private readonly moreSessions: VirshSession[] = [];
   private tempDir?: Promise<string>;
 
   constructor(private readonly options: VirshSessionOptions) {
@@ -142,11 +147,11 @@ export class VirshDriver implements LibvirtDriver {
     // Five list calls instead of one state query per domain; the metadata queries below are
     // pipelined on the session, so 1000 domains cost 1000 RPCs but no round trips between them.
     const [all, running, paused, shutOff, transient] = await Promise.all([
-      this.session.run(["list", "--all", "--uuid", "--name"]),
-      this.session.run(["list", "--all", "--state-running", "--uuid"]),
-      this.session.run(["list", "--all", "--state-paused", "--uuid"]),
-      this.session.run(["list", "--all", "--state-shutoff", "--uuid"]),
-      this.session.run(["list", "--all", "--transient", "--uuid"]),
+      this.run(["list", "--all", "--uuid", "--name"]),
+      this.run(["list", "--all", "--state-running", "--uuid"]),
+      this.run(["list", "--all", "--state-paused", "--uuid"]),
+      this.run(["list", "--all", "--state-shutoff", "--uuid"]),
+      this.run(["list", "--all", "--transient", "--uuid"]),
     ]);
     const transientUuids = new Set(lines(transient));
     const states = new Map<string, DomainState | "ambiguous">();
@@ -182,44 +187,44 @@ export class VirshDriver implements LibvirtDriver {
   }
 
   async domainState(name: string): Promise<DomainState> {
-    const text = (await this.session.run(["domstate", "--domain", name])).trim();
+    const text = (await this.run(["domstate", "--domain", name])).trim();
     const state = DOMAIN_STATES.find((s) => s === text);
     if (!state) throw new Error(`virsh domstate ${name}: unexpected state '${text}'`);
     return state;
   }
 
   async defineDomain(xml: string): Promise<void> {
-    await this.withTempFile(xml, (file) => this.session.run(["define", "--file", file]));
+    await this.withTempFile(xml, (file) => this.run(["define", "--file", file]));
   }
 
   async undefineDomain(name: string): Promise<void> {
     // Metadata of snapshots, checkpoints and managed saves would otherwise block the undefine.
     const args = ["undefine", "--domain", name, "--managed-save", "--snapshots-metadata", "--checkpoints-metadata"];
     try {
-      await this.session.run(args);
+      await this.run(args);
     } catch (e) {
       // UEFI guests refuse to undefine while they own an NVRAM file; not every driver knows --nvram.
       if (!(e instanceof VirshError && /nvram/i.test(e.detail))) throw e;
-      await this.session.run([...args, "--nvram"]);
+      await this.run([...args, "--nvram"]);
     }
   }
 
   async start(name: string): Promise<void> {
-    await this.session.run(["start", "--domain", name]);
+    await this.run(["start", "--domain", name]);
   }
 
   async shutdown(name: string, mode: ShutdownMode = "acpi"): Promise<void> {
     try {
-      await this.session.run(["shutdown", "--domain", name, "--mode", mode]);
+      await this.run(["shutdown", "--domain", name, "--mode", mode]);
     } catch (e) {
       // Drivers without shutdown modes (e.g. the test driver) only know their default method.
       if (!(e instanceof VirshError && /unsupported flags/.test(e.detail))) throw e;
-      await this.session.run(["shutdown", "--domain", name]);
+      await this.run(["shutdown", "--domain", name]);
     }
   }
 
   async destroy(name: string): Promise<void> {
-    await this.session.run(["destroy", "--domain", name]);
+    await this.run(["destroy", "--domain", name]);
   }
 
   async setMetadata(name: string, uri: string, xml: string, key: string = METADATA_PREFIX): Promise<void> {
@@ -230,7 +235,7 @@ export class VirshDriver implements LibvirtDriver {
   async getMetadata(name: string, uri: string): Promise<string | undefined> {
     let xml: string;
     try {
-      xml = (await this.session.run(["metadata", "--domain", name, "--uri", uri])).trim();
+      xml = (await this.run(["metadata", "--domain", name, "--uri", uri])).trim();
     } catch (e) {
       if (e instanceof VirshError && /metadata not found/i.test(e.detail)) return undefined;
       throw e;
@@ -248,20 +253,20 @@ export class VirshDriver implements LibvirtDriver {
   /** Changes both the running domain and its saved config; only the one of them that exists otherwise. */
   private async liveAndConfig(args: readonly string[]): Promise<void> {
     try {
-      await this.session.run([...args, "--live", "--config"]);
+      await this.run([...args, "--live", "--config"]);
     } catch (e) {
       if (!(e instanceof VirshError)) throw e;
-      if (/domain is not running/.test(e.detail)) await this.session.run([...args, "--config"]);
+      if (/domain is not running/.test(e.detail)) await this.run([...args, "--config"]);
       // Undefined while running: only the live domain is left.
       else if (/transient domains do not have any persistent config/.test(e.detail))
-        await this.session.run([...args, "--live"]);
+        await this.run([...args, "--live"]);
       else throw e;
     }
   }
 
   async domainXml(name: string, options: DomainXmlOptions = {}): Promise<string> {
     const flag = (on: boolean | undefined, f: string) => (on ? [f] : []);
-    return this.session.run([
+    return this.run([
       "dumpxml",
       "--domain",
       name,
@@ -272,16 +277,16 @@ export class VirshDriver implements LibvirtDriver {
 
   async updateDeviceLive(name: string, deviceXml: string): Promise<void> {
     await this.withTempFile(deviceXml, (file) =>
-      this.session.run(["update-device", "--domain", name, "--file", file, "--live"]),
+      this.run(["update-device", "--domain", name, "--file", file, "--live"]),
     );
   }
 
   async volumePath(pool: string, name: string): Promise<string> {
-    return (await this.session.run(["vol-path", "--pool", pool, "--vol", name])).trim();
+    return (await this.run(["vol-path", "--pool", pool, "--vol", name])).trim();
   }
 
   async volumeXml(pool: string, name: string): Promise<string> {
-    return this.session.run(["vol-dumpxml", "--pool", pool, "--vol", name]);
+    return this.run(["vol-dumpxml", "--pool", pool, "--vol", name]);
   }
 
   async deleteVolume(pool: string, name: string): Promise<void> {
@@ -293,10 +298,10 @@ export class VirshDriver implements LibvirtDriver {
   }
 
   async readPolicyDocuments(): Promise<readonly string[]> {
-    const pools = lines(await this.session.run(["pool-list", "--name"])).map((l) => l.trim());
+    const pools = lines(await this.run(["pool-list", "--name"])).map((l) => l.trim());
     const volumes = await Promise.all(
       pools.map(async (pool) => {
-        const listing = await this.session.run(["vol-list", "--pool", pool]).catch(() => "");
+        const listing = await this.run(["vol-list", "--pool", pool]).catch(() => "");
         // Table rows are "name path"; policy volume names never contain spaces.
         return lines(listing)
           .map((l) => l.trim().split(/\s+/)[0]!)
@@ -308,7 +313,7 @@ export class VirshDriver implements LibvirtDriver {
       volumes.flat().map(async ({ pool, name }) => {
         const file = await this.tempPath();
         try {
-          await this.session.run(["vol-download", "--pool", pool, "--vol", name, "--file", file]);
+          await this.run(["vol-download", "--pool", pool, "--vol", name, "--file", file]);
           return await readFile(file, "utf8");
         } catch {
           return undefined;
@@ -333,7 +338,7 @@ export class VirshDriver implements LibvirtDriver {
       `<target><format type="${escapeXml(spec.format ?? "qcow2")}"/></target>` +
       `<backingStore><path>${escapeXml(spec.backingPath)}</path><format type="${escapeXml(spec.backingFormat)}"/></backingStore>` +
       `</volume>`;
-    await this.withTempFile(xml, (file) => this.session.run(["vol-create", "--pool", pool, "--file", file]));
+    await this.withTempFile(xml, (file) => this.run(["vol-create", "--pool", pool, "--file", file]));
     return this.volumePath(pool, name);
   }
 
@@ -380,8 +385,24 @@ export class VirshDriver implements LibvirtDriver {
     await migration;
   }
 
+  /**
+   * Runs a command on the least busy session. virsh runs one command at a time, so a burst of
+   * takes (a start and a metadata write each) queues behind one process; libvirtd serves several
+   * connections at once. Up to PARALLEL_SESSIONS are opened, each only once the others are busy.
+   * Work on one member stays in order: its queue awaits each call before making the next.
+   */
+  private run(args: readonly string[], options?: RunOptions): Promise<string> {
+    let best = this.session;
+    for (const s of this.moreSessions) if (s.outstanding < best.outstanding) best = s;
+    if (best.outstanding > 0 && this.moreSessions.length < PARALLEL_SESSIONS - 1) {
+      best = new VirshSession(this.options);
+      this.moreSessions.push(best);
+    }
+    return best.run(args, options);
+  }
+
   async close(): Promise<void> {
-    await Promise.all([this.session.close(), this.volumeSession?.close()]);
+    await Promise.all([this.session.close(), this.volumeSession?.close(), ...this.moreSessions.map((s) => s.close())]);
     if (this.tempDir) await rm(await this.tempDir, { recursive: true, force: true });
   }
 
@@ -393,9 +414,9 @@ export class VirshDriver implements LibvirtDriver {
       () => (done = true),
     );
     while (!done) {
-      const job = await this.session.run(["domjobinfo", "--domain", name]).catch(() => "");
+      const job = await this.run(["domjobinfo", "--domain", name]).catch(() => "");
       if (/^Job type:\s+(Unbounded|Bounded)/m.test(job)) {
-        await this.session.run(["migrate-setmaxdowntime", "--domain", name, "--downtime", String(downtimeMs)]);
+        await this.run(["migrate-setmaxdowntime", "--domain", name, "--downtime", String(downtimeMs)]);
         return;
       }
       await new Promise((r) => setTimeout(r, 50));

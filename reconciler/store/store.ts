@@ -1,3 +1,4 @@
+import { RefusalError } from "../refusal";
 import type { MemberMetadata } from "../../core/metadata";
 import { randomUUID } from "node:crypto";
 import Database from "better-sqlite3";
@@ -78,8 +79,8 @@ export const checkMaxPerUser = (maxPerUser: number): void => {
 };
 
 /** A user tried to return a VM that someone else holds. */
-export class NotHolderError extends Error {
-  readonly code = "not-holder";
+export class NotHolderError extends RefusalError {
+  readonly code = "not-holder" as const;
   constructor(
     readonly pool: string,
     readonly vm: string,
