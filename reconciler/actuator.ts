@@ -15,12 +15,13 @@ import {
   overlayFactsOf,
   spiceDisplayOf,
   systemVolumeOf,
+  withDiskVolume,
   type OverlayFacts,
   type SpiceDisplay,
   type VolumeRef,
 } from "./libvirt-xml";
 import { isDown, isPaused, isUp, planMemberDown, revertsOnReturn, type MemberRecord } from "./pools";
-import { isAlternateVolumeName, otherVolumeName, planRevert, switchDiskVolume, type RevertPlan } from "./revert";
+import { isAlternateVolumeName, otherVolumeName, planRevert, type RevertPlan } from "./revert";
 import type { StateStore } from "./store/store";
 import type { Activity, RetryPolicy } from "./types";
 import { message, notFound, sleep, unlessGone } from "./util";
@@ -423,7 +424,7 @@ export class Actuator {
         await this.makeFreshOverlay(p.storagePool, p.to, p);
         // With secrets: the redefined domain keeps its console lock.
         const xml = await this.driver.domainXml(vm, { inactive: true, securityInfo: true });
-        const switched = switchDiskVolume(xml, p.storagePool, p.from, p.to);
+        const switched = withDiskVolume(xml, p.storagePool, p.from, p.to);
         if (switched !== undefined) await this.driver.defineDomain(switched);
         else if (systemVolumeOf(xml)?.volume !== p.to) {
           throw new Error(`${vm}: its system disk reads neither ${p.from} nor ${p.to}; it changed during the revert`);

@@ -62,6 +62,26 @@ export function systemVolumeOf(domainXml: string): VolumeRef | undefined {
   return source.pool && source.volume ? { storagePool: source.pool, volume: source.volume } : undefined;
 }
 
+/**
+ * The domain XML with the disk that reads `from` (a `<disk type='volume'>` in `storagePool`)
+ * reading `to` instead; undefined when no such disk is there (e.g. already switched). Everything
+ * else is written back as it was read (libvirt re-reads and normalises it anyway).
+ */
+export function withDiskVolume(domainXml: string, storagePool: string, from: string, to: string): string | undefined {
+  const root = parseXml(domainXml);
+  let switched = false;
+  const visit = (e: XmlElement, inDisk: boolean): XmlElement => {
+    if (inDisk && e.name === "source" && e.attrs.pool === storagePool && e.attrs.volume === from) {
+      switched = true;
+      return { ...e, attrs: { ...e.attrs, volume: to } };
+    }
+    const disk = e.name === "disk" && e.attrs.type === "volume";
+    return { ...e, children: e.children.map((c) => (typeof c === "string" ? c : visit(c, disk))) };
+  };
+  const result = root && visit(root, false);
+  return result && switched ? buildXml(result) : undefined;
+}
+
 /** What recreating an overlay needs: the same capacity, format and backing file. */
 export interface OverlayFacts {
   readonly capacityBytes: number;

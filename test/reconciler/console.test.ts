@@ -4,7 +4,17 @@ import {
   ticketedGraphicsXml,
   validateConsoleOptions,
 } from "../../reconciler/console";
-import { attributes, overlayFactsOf, spiceDisplayOf, systemVolumeOf } from "../../reconciler/libvirt-xml";
+import { planPool } from "../../core/plan";
+import {
+  attributes,
+  overlayFactsOf,
+  readDomainXml,
+  spiceDisplayOf,
+  systemVolumeOf,
+  withDiskVolume,
+} from "../../reconciler/libvirt-xml";
+import { renderDomainXml } from "../../reconciler/local/domain-xml";
+import { validProps } from "../support/fixtures";
 
 // As `virsh dumpxml` prints a running qemu domain.
 const LIVE = `<domain type='qemu' id='7'>
@@ -121,5 +131,25 @@ describe("virt-viewer files", () => {
       'title must be a single-line string, got "a\\nhost=evil"',
       'fullscreen must be a single-line boolean, got "yes"',
     ]);
+  });
+});
+
+describe("withDiskVolume", () => {
+  it("switches only the system disk's volume, keeps everything else, and says when there is nothing to switch", () => {
+    const plan = planPool(validProps({ name: "Sw-?", size: 1, prestarted: 0 }));
+    const xml = renderDomainXml(plan.members[0]!, { storagePool: "sp", domainType: "test" });
+    const from = systemVolumeOf(xml)!.volume;
+    const switched = withDiskVolume(xml, "sp", from, "other.qcow2")!;
+    expect(systemVolumeOf(switched)).toEqual({ storagePool: "sp", volume: "other.qcow2" });
+    const before = readDomainXml(xml)!.description;
+    const after = readDomainXml(switched)!.description;
+    const disks = (d: typeof before) => d.devices.disks.map((k) => k.volume);
+    expect(disks(after)).toEqual(disks(before).map((v) => (v === from ? "other.qcow2" : v)));
+    const withoutDisks = (d: typeof before) => ({ ...d, devices: { ...d.devices, disks: [] } });
+    expect(withoutDisks(after)).toEqual(withoutDisks(before));
+    // The console lock (a password attribute) survives the round trip.
+    expect(switched).toMatch(/passwd="[^"]+"/);
+    expect(withDiskVolume(xml, "sp", "no-such.qcow2", "x")).toBeUndefined();
+    expect(withDiskVolume(xml, "elsewhere", from, "x")).toBeUndefined();
   });
 });
