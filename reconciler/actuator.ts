@@ -8,7 +8,7 @@ import { claimQueueOf } from "./claims";
 import type { MemberConditions } from "./conditions";
 import type { DomainState, LibvirtDriver } from "./driver/libvirt-driver";
 import { ticketedGraphicsXml } from "./console";
-import { NotDownError, NotHeldError, NotRunningError, VmStartError } from "./errors";
+import { NotDownError, NotHeldError, NotRunningError, UnknownVmError, VmStartError } from "./errors";
 import type { Inventory } from "./inventory";
 import {
   allocationOf,
@@ -277,6 +277,16 @@ export class Actuator {
 
   // ---- the steps ---------------------------------------------------------------------------------
 
+  /**
+   * After a failure: if the domain is gone (an engine destroyed the member while we worked on
+   * it), the member is forgotten and the work ends with UnknownVmError instead.
+   */
+  private async unlessGoneMeanwhile(pool: string, vm: string): Promise<void> {
+    if ((await unlessGone(this.driver.domainState(vm)).catch(() => "unknown")) !== undefined) return;
+    this.forget(vm);
+    throw new UnknownVmError(pool, vm);
+  }
+
   private policyOf(pool: string) {
     return this.inventory.pools().get(pool)!.policy;
   }
@@ -308,8 +318,9 @@ export class Actuator {
       }
       if (revert) await this.revert(pool, vm);
     } catch (e) {
+      if (!(e instanceof UnknownVmError)) this.store.failIntent(intentId, message(e), null);
+      await this.unlessGoneMeanwhile(pool, vm);
       // Still held: an automatic pool retries at the next resync, an admin sees the error.
-      this.store.failIntent(intentId, message(e), null);
       throw e;
     }
     this.store.release(pool, vm);
@@ -432,6 +443,7 @@ export class Actuator {
         this.store.dropSpareVolume(p.storagePool, p.to);
       });
     } catch (e) {
+      await this.unlessGoneMeanwhile(pool, vm);
       this.conditions.set(pool, vm, "revert-needed", `revert failed: ${message(e)}`);
       throw e;
     }

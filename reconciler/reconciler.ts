@@ -118,6 +118,8 @@ export class Reconciler extends EventEmitter<ReconcilerEventMap> {
         }
       },
       onFailure: (context, error, vm) => {
+        // Background work on a member an engine destroyed meanwhile: nothing failed.
+        if (error instanceof UnknownVmError) return;
         const pool = vm === undefined ? undefined : this.inventory.poolOf(vm);
         this.emit("failure", { context, ...(pool ? { pool } : {}), ...(vm ? { vm } : {}), error });
       },

@@ -439,3 +439,22 @@ describe("the spare overlay a revert switches to", () => {
     expect(s.failures).toEqual([]);
   });
 });
+
+describe("a member an engine destroys while it is being reverted", () => {
+  it("is forgotten without a failure, and nothing is left pending", async () => {
+    const s = await setup({ size: 2, prestarted: 0 });
+    await s.started;
+    const [m1] = s.names;
+    await s.reconciler.take(s.pool, "alice");
+    const gate = s.fake.pauseNext("createOverlayVolume");
+    s.fake.guestPowersOff(m1!); // the return, with its revert, begins
+    await gate.reached;
+    await s.fake.undefineDomain(m1!); // Terraform destroys the member (it is shut off)
+    gate.release();
+    await s.reconciler.idle();
+    expect(s.failures).toEqual([]);
+    expect(s.store.pendingIntents()).toEqual([]);
+    expect(s.store.holder(s.pool, m1!)).toBeUndefined();
+    expect(s.reconciler.status().pools[0]!.members.map((m) => m.name)).toEqual([s.names[1]]);
+  });
+});
