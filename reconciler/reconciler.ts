@@ -5,7 +5,7 @@ import { Actuator } from "./actuator";
 import { claimQueueOf } from "./claims";
 import { MemberConditions } from "./conditions";
 import { renderVvFile, validateConsoleOptions } from "./console";
-import type { DomainEvents, LifecycleEvent } from "./driver/events";
+import type { DomainEventSource, LifecycleEvent } from "./driver/events";
 import type { LibvirtDriver } from "./driver/libvirt-driver";
 import {
   AdminRequiredError,
@@ -65,7 +65,7 @@ const RELIST_AFTER_MS = 1000;
 export class Reconciler extends EventEmitter<ReconcilerEventMap> {
   private readonly driver: LibvirtDriver;
   private readonly store: StateStore;
-  private readonly events?: DomainEvents;
+  private readonly events?: DomainEventSource;
   private readonly clock: () => number;
   private readonly resyncIntervalMs: number;
   private readonly consoleTicketTtlMs: number;

@@ -1,5 +1,5 @@
 // The reconciler's public shapes: options, results, events and status.
-import type { DomainEvents } from "./driver/events";
+import type { DomainEventSource } from "./driver/events";
 import type { DomainState, LibvirtDriver } from "./driver/libvirt-driver";
 import type { LeaseOptions } from "./lease";
 import type { MemberActivity, PoolPolicy } from "./pools";
@@ -16,7 +16,7 @@ export interface ReconcilerOptions {
   readonly driver: LibvirtDriver;
   readonly store: StateStore;
   /** Lifecycle events make returns and replenishment immediate; without them the resync notices. */
-  readonly events?: DomainEvents;
+  readonly events?: DomainEventSource;
   /** Epoch milliseconds, for retry times and console ticket expiry. @default Date.now */
   readonly clock?: () => number;
   /** Level-triggered resync period, catching whatever events missed. @default 30000 */

@@ -32,6 +32,35 @@ export interface DomainEventMap {
   disconnected: [reason: string];
 }
 
+/** What the reconciler needs of an event stream (DomainEvents, or a test's fake). */
+export interface DomainEventSource {
+  on<K extends keyof DomainEventMap>(event: K, listener: (...args: DomainEventMap[K]) => void): unknown;
+  off<K extends keyof DomainEventMap>(event: K, listener: (...args: DomainEventMap[K]) => void): unknown;
+  /** Resolves once subscribed. */
+  ready(): Promise<void>;
+}
+
+/** The first lifecycle event of `source` matching `predicate`; register before causing the event. */
+export function waitForLifecycle(
+  source: DomainEventSource,
+  predicate: (e: LifecycleEvent) => boolean,
+  timeoutMs: number,
+): Promise<LifecycleEvent> {
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => {
+      source.off("lifecycle", onEvent);
+      reject(new Error(`no matching lifecycle event within ${timeoutMs} ms`));
+    }, timeoutMs);
+    const onEvent = (e: LifecycleEvent) => {
+      if (!predicate(e)) return;
+      clearTimeout(timer);
+      source.off("lifecycle", onEvent);
+      resolve(e);
+    };
+    source.on("lifecycle", onEvent);
+  });
+}
+
 const LIFECYCLE =
   /^(\d{4}-\d\d-\d\d) (\d\d:\d\d:\d\d(?:\.\d+)?)([+-]\d\d)(\d\d): event 'lifecycle' for domain '(.*)': (\w+)(?: (.*))?$/;
 // libvirt logs each callback registration on entry; virsh registers lifecycle first, so the
@@ -43,7 +72,7 @@ const REGISTRATION = "virConnectDomainEventRegisterAny";
  * re-spawned with backoff whenever it exits (virsh ends the loop when libvirtd goes away).
  * For an async iterator use `events.on(domainEvents, "lifecycle")` from `node:events`.
  */
-export class DomainEvents extends EventEmitter<DomainEventMap> {
+export class DomainEvents extends EventEmitter<DomainEventMap> implements DomainEventSource {
   private child?: ChildProcessWithoutNullStreams;
   private restartTimer?: NodeJS.Timeout;
   private backoffMs: number;
@@ -80,19 +109,7 @@ export class DomainEvents extends EventEmitter<DomainEventMap> {
 
   /** The first lifecycle event matching `predicate`; register before causing the event. */
   waitFor(predicate: (e: LifecycleEvent) => boolean, timeoutMs: number): Promise<LifecycleEvent> {
-    return new Promise((resolve, reject) => {
-      const timer = setTimeout(() => {
-        this.off("lifecycle", onEvent);
-        reject(new Error(`no matching lifecycle event within ${timeoutMs} ms`));
-      }, timeoutMs);
-      const onEvent = (e: LifecycleEvent) => {
-        if (!predicate(e)) return;
-        clearTimeout(timer);
-        this.off("lifecycle", onEvent);
-        resolve(e);
-      };
-      this.on("lifecycle", onEvent);
-    });
+    return waitForLifecycle(this, predicate, timeoutMs);
   }
 
   async close(): Promise<void> {

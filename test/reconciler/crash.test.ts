@@ -1,15 +1,15 @@
 // A reconciler killed with SIGKILL at chosen steps (and at random moments), then restarted,
 // converges: no double assignment, no member lost, stuck or left dirty.
-import { spawn, type ChildProcess, type ChildProcessWithoutNullStreams } from "node:child_process";
+import type { ChildProcess } from "node:child_process";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { createInterface } from "node:readline";
 import type { PoolPlan } from "../../core/plan";
 import { VirshDriver } from "../../reconciler/driver/libvirt-driver";
 import { otherVolumeName } from "../../reconciler/revert";
 import { StateStore } from "../../reconciler/store/store";
 import { validProps } from "../support/fixtures";
+import { ReconcilerChild } from "./fixtures/child";
 import { holdTestDriver, releaseTestDriver, requireLibvirtd, TEST_URI } from "../support/libvirt";
 import {
   deployPool,
@@ -24,78 +24,11 @@ import {
   writeToOverlay,
 } from "./support";
 
-type Line = { [key: string]: unknown };
-
-/** The reconciler child process, spoken to one JSON line at a time. */
-class Child {
-  private readonly lines: Line[] = [];
-  private readonly waiters = new Set<() => void>();
-  /** Background failures the child reported. */
-  readonly failures: string[] = [];
-  private readonly exited: Promise<void>;
-
-  private constructor(private readonly proc: ChildProcessWithoutNullStreams) {
-    createInterface({ input: proc.stdout }).on("line", (text) => {
-      const line = JSON.parse(text) as Line;
-      if (typeof line.failure === "string") this.failures.push(line.failure);
-      this.lines.push(line);
-      for (const wake of this.waiters) wake();
-    });
-    this.exited = new Promise((resolve) => proc.once("exit", () => resolve()));
-  }
-
-  static async start(db: string, pool: string, crashAt?: string): Promise<Child> {
-    const args = [join(__dirname, "fixtures", "reconciler-child.js"), db, pool, ...(crashAt ? [crashAt] : [])];
-    const child = new Child(spawn(process.execPath, args, { stdio: "pipe" }));
-    await child.next((l) => l.ready === true, 30_000);
-    return child;
-  }
-
-  send(command: string): void {
-    this.proc.stdin.write(`${command}\n`);
-  }
-
-  /** The first line (seen before or after this call) matching `match`, consumed. */
-  next(match: (l: Line) => boolean, timeoutMs = 10_000): Promise<Line> {
-    return new Promise((resolve, reject) => {
-      const check = () => {
-        const i = this.lines.findIndex((l) => match(l) || typeof l.fatal === "string");
-        if (i < 0) return;
-        const [line] = this.lines.splice(i, 1);
-        cleanup();
-        if (typeof line!.fatal === "string") reject(new Error(`child died: ${line!.fatal}`));
-        else resolve(line!);
-      };
-      const timer = setTimeout(() => {
-        cleanup();
-        reject(new Error(`child: no matching line within ${timeoutMs} ms; got ${JSON.stringify(this.lines)}`));
-      }, timeoutMs);
-      const cleanup = () => {
-        clearTimeout(timer);
-        this.waiters.delete(check);
-      };
-      this.waiters.add(check);
-      check();
-    });
-  }
-
-  async ask(command: string): Promise<Line> {
-    this.send(command);
-    const key = command.split(" ")[0]!;
-    return this.next((l) => key in l || "error" in l);
-  }
-
-  async kill(): Promise<void> {
-    this.proc.kill("SIGKILL");
-    await this.exited;
-  }
-}
-
 let holder: ChildProcess;
 let driver: VirshDriver;
 let dir: string;
 const plans: PoolPlan[] = [];
-const children: Child[] = [];
+const children: ReconcilerChild[] = [];
 const stores: StateStore[] = [];
 
 beforeAll(() => {
@@ -124,7 +57,7 @@ async function deploy(prefix: string, size: number, prestarted = 0, maxVmsPerUse
   const store = StateStore.open(db);
   stores.push(store);
   const start = async (crashAt?: string) => {
-    const child = await Child.start(db, plan.pool.name, crashAt);
+    const child = await ReconcilerChild.start(db, plan.pool.name, crashAt ? { crashAt } : {});
     children.push(child);
     return child;
   };

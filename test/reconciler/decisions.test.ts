@@ -1,37 +1,9 @@
 // The reconciler's pure decisions, without libvirt: what a listing, the periodic level rules, a
 // lifecycle event and a pending intent after a restart each ask the actuator to do.
-import type { DomainState } from "../../reconciler/driver/libvirt-driver";
-import { planEvent, planLevelRules, planListed, type Pool, type PoolPolicy } from "../../reconciler/pools";
+import { planEvent, planLevelRules, planListed, type Pool } from "../../reconciler/pools";
 import { decideRecovery, factsNeeded, revertPlanOf, type RecoveryFacts } from "../../reconciler/recovery";
 import type { Intent, IntentKind } from "../../reconciler/store/store";
-
-const POLICY: PoolPolicy = {
-  type: "automatic",
-  stateful: false,
-  prestarted: 1,
-  maxVmsPerUser: 1,
-  deleteProtection: false,
-  templateName: "t",
-  templateVersion: 1,
-};
-
-function pool(states: readonly DomainState[], policy: Partial<PoolPolicy> = {}): Pool {
-  return {
-    name: "p",
-    policy: { ...POLICY, ...policy },
-    members: states.map((state, i) => ({
-      name: `vm-${i + 1}`,
-      uuid: `u-${i + 1}`,
-      index: i + 1,
-      state,
-      persistent: true,
-      templateVersion: 1,
-      baseImagePath: "/base.qcow2",
-      baseImageFormat: "qcow2",
-      diskFormat: "qcow2",
-    })),
-  };
-}
+import { POLICY, pool } from "./fixtures/pools";
 
 describe("planListed", () => {
   it("adopts what libvirt lists, keeps the state work in progress sets, and settles a stop no event reported", () => {

@@ -8,38 +8,10 @@ import {
   planMemberDown,
   planPrestart,
   type MemberActivity,
-  type Pool,
-  type PoolPolicy,
 } from "../../reconciler/pools";
 import { validProps } from "../support/fixtures";
+import { pool } from "./fixtures/pools";
 
-/** A pool of `states.length` members named vm-1…, with the given states. */
-function pool(states: readonly DomainState[], policy: Partial<PoolPolicy> = {}): Pool {
-  return {
-    name: "p",
-    policy: {
-      type: "automatic",
-      stateful: false,
-      prestarted: 0,
-      maxVmsPerUser: 1,
-      deleteProtection: false,
-      templateName: "t",
-      templateVersion: 1,
-      ...policy,
-    },
-    members: states.map((state, i) => ({
-      name: `vm-${i + 1}`,
-      uuid: `u-${i + 1}`,
-      index: i + 1,
-      state,
-      persistent: true,
-      templateVersion: 1,
-      baseImagePath: "/base.qcow2",
-      baseImageFormat: "qcow2",
-      diskFormat: "qcow2",
-    })),
-  };
-}
 const held = (...vms: string[]) => vms.map((vm) => ({ vm, adminAccess: false }));
 const busy = (entries: Record<string, MemberActivity> = {}) => new Map(Object.entries(entries));
 

@@ -3,17 +3,16 @@
 // a reconciler killed with SIGKILL at each step of reverting a real qcow2 overlay, then
 // restarted, finishes the revert so that the next boot reads the base image.
 // Serial: real TCG guests are slow to boot on a busy 2-core machine.
-import { spawn, type ChildProcessWithoutNullStreams } from "node:child_process";
 import { execFileSync } from "node:child_process";
 import * as fs from "node:fs";
 import * as path from "node:path";
-import { createInterface } from "node:readline";
 import { DomainEvents } from "../../reconciler/driver/events";
 import type { LibvirtDriver } from "../../reconciler/driver/libvirt-driver";
 import { Reconciler, type Failure } from "../../reconciler/reconciler";
 import { StateStore } from "../../reconciler/store/store";
 import { LIBVIRT_URI, virsh } from "../guest/guest";
 import { BASE_MARKER, openQemuPools, until, type QemuPools } from "../support/qemu-pool";
+import { ReconcilerChild } from "./fixtures/child";
 
 let q: QemuPools;
 
@@ -116,77 +115,8 @@ test("a user returns a running guest that ignores ACPI: destroyed after the shut
   }
 }, 180_000);
 
-type Line = { [key: string]: unknown };
-
-/** The reconciler child (fixtures/reconciler-child.js) on qemu:///system, one JSON line at a time. */
-class Child {
-  private readonly lines: Line[] = [];
-  private readonly waiters = new Set<() => void>();
-  readonly failures: string[] = [];
-  private readonly exited: Promise<void>;
-
-  private constructor(private readonly proc: ChildProcessWithoutNullStreams) {
-    createInterface({ input: proc.stdout }).on("line", (text) => {
-      const line = JSON.parse(text) as Line;
-      if (typeof line.failure === "string") this.failures.push(line.failure);
-      this.lines.push(line);
-      for (const wake of this.waiters) wake();
-    });
-    this.exited = new Promise((resolve) => proc.once("exit", () => resolve()));
-  }
-
-  static async start(db: string, pool: string, crashAt?: string): Promise<Child> {
-    const args = [path.join(__dirname, "fixtures", "reconciler-child.js"), db, pool, ...(crashAt ? [crashAt] : [])];
-    const proc = spawn(process.execPath, args, {
-      stdio: "pipe",
-      env: { ...process.env, VMPOOLS_CHILD_URI: LIBVIRT_URI },
-    });
-    const child = new Child(proc);
-    await child.next((l) => l.ready === true, 60_000);
-    return child;
-  }
-
-  send(command: string): void {
-    this.proc.stdin.write(`${command}\n`);
-  }
-
-  next(match: (l: Line) => boolean, timeoutMs = 10_000): Promise<Line> {
-    return new Promise((resolve, reject) => {
-      const check = () => {
-        const i = this.lines.findIndex((l) => match(l) || typeof l.fatal === "string");
-        if (i < 0) return;
-        const [line] = this.lines.splice(i, 1);
-        cleanup();
-        if (typeof line!.fatal === "string") reject(new Error(`child died: ${line!.fatal}`));
-        else resolve(line!);
-      };
-      const timer = setTimeout(() => {
-        cleanup();
-        reject(new Error(`child: no matching line within ${timeoutMs} ms; got ${JSON.stringify(this.lines)}`));
-      }, timeoutMs);
-      const cleanup = () => {
-        clearTimeout(timer);
-        this.waiters.delete(check);
-      };
-      this.waiters.add(check);
-      check();
-    });
-  }
-
-  async ask(command: string, timeoutMs = 60_000): Promise<Line> {
-    this.send(command);
-    const key = command.split(" ")[0]!;
-    return this.next((l) => key in l || "error" in l, timeoutMs);
-  }
-
-  async kill(): Promise<void> {
-    this.proc.kill("SIGKILL");
-    await this.exited;
-  }
-}
-
 describe("kill -9 during the revert of a real qcow2 overlay", () => {
-  const children: Child[] = [];
+  const children: ReconcilerChild[] = [];
   afterEach(async () => {
     for (const c of children.splice(0)) await c.kill();
   });
@@ -210,9 +140,13 @@ describe("kill -9 during the revert of a real qcow2 overlay", () => {
       const store = StateStore.open(db);
       try {
         const { current: written, other: alternate } = await q.overlays(vm!);
-        const first = await Child.start(db, pool, point);
+        const first = await ReconcilerChild.start(db, pool, {
+          crashAt: point,
+          uri: LIBVIRT_URI,
+          readyTimeoutMs: 60_000,
+        });
         children.push(first);
-        expect((await first.ask("take alice")).take).toMatchObject({ vm: vm!.name, started: true });
+        expect((await first.ask("take alice", 60_000)).take).toMatchObject({ vm: vm!.name, started: true });
         // The guest writes to its overlay and powers off; the child returns it and starts reverting.
         const paused = await first.next((l) => l.paused === point, 120_000);
         // Killed exactly at the step: what the disk looks like at that moment.
@@ -226,9 +160,9 @@ describe("kill -9 during the revert of a real qcow2 overlay", () => {
         await first.kill();
         expect(store.pendingIntents().map((i) => i.kind)).toContain("revert");
 
-        const second = await Child.start(db, pool);
+        const second = await ReconcilerChild.start(db, pool, { uri: LIBVIRT_URI, readyTimeoutMs: 60_000 });
         children.push(second);
-        await second.ask("idle");
+        await second.ask("idle", 60_000);
         expect(store.pendingIntents()).toEqual([]);
         expect(store.holder(pool, vm!.name)).toBeUndefined();
         expect(store.conditions()).toEqual([]);
@@ -244,11 +178,11 @@ describe("kill -9 during the revert of a real qcow2 overlay", () => {
         }
         // The next user's guest itself reads the base image.
         q.clearLog(vm!);
-        expect((await second.ask("take bob")).take).toMatchObject({ vm: vm!.name, started: true });
+        expect((await second.ask("take bob", 60_000)).take).toMatchObject({ vm: vm!.name, started: true });
         await until("bob's guest to power off", () => q.guestLog(vm!).poweredOff, 120_000);
         expect(q.guestLog(vm!)).toMatchObject({ marker: BASE_MARKER, written: "ALICE-WROTE" });
         await until("bob's return", () => store.holder(pool, vm!.name) === undefined, 30_000);
-        await second.ask("idle");
+        await second.ask("idle", 60_000);
         expect(store.pendingIntents()).toEqual([]);
         expect(q.marker((await q.overlays(vm!)).current)).toBe(BASE_MARKER);
         expect(first.failures).toEqual([]);

@@ -5,16 +5,17 @@ import { execFileSync } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import * as fs from "node:fs";
 import * as path from "node:path";
-import { planPool, type PoolPlan, type VmPlan } from "../../core/plan";
+import type { PoolPlan, VmPlan } from "../../core/plan";
 import type { VmPoolProps } from "../../core/spec";
 import { DomainEvents } from "../../reconciler/driver/events";
 import { VirshDriver } from "../../reconciler/driver/libvirt-driver";
 import { NotHolderError } from "../../reconciler/errors";
 import { spiceDisplayOf } from "../../reconciler/libvirt-xml";
-import { renderDomainXml, type RenderDomainOptions } from "../../reconciler/local/domain-xml";
+import type { RenderDomainOptions } from "../../reconciler/local/domain-xml";
 import { Reconciler, type Failure } from "../../reconciler/reconciler";
 import { StateStore } from "../../reconciler/store/store";
 import { ensureGuest, ensureLibvirt, guestCmdline, LIBVIRT_URI, parseGuestLog, readImageMarker } from "../guest/guest";
+import { deployQemuPool } from "../support/qemu-pool";
 import { activity, currentOverlay } from "./support";
 
 const IMAGES = "/var/lib/libvirt/images";
@@ -51,23 +52,8 @@ const props = (name: string, overrides: Partial<VmPoolProps>): VmPoolProps => ({
 
 /** Defines the members and their volumes, as an engine would; config media get an empty disk. */
 async function deploy(poolProps: VmPoolProps, render: (vm: VmPlan) => Omit<RenderDomainOptions, "storagePool">) {
-  const plan = planPool(poolProps);
+  const plan = await deployQemuPool(driver, storagePool, base, poolProps, render);
   plans.push(plan);
-  for (const vm of plan.members) {
-    for (const disk of vm.disks) {
-      if (disk.role === "system") {
-        await driver.createOverlayVolume(storagePool, disk.volumeName, {
-          backingPath: base,
-          backingFormat: "raw",
-          capacityBytes: disk.capacityGiB! * 2 ** 30,
-        });
-      } else {
-        const args = ["--name", disk.volumeName, "--capacity", "1M", "--format", "raw"];
-        await driver.session.run(["vol-create-as", "--pool", storagePool, ...args]);
-      }
-    }
-    await driver.defineDomain(renderDomainXml(vm, { storagePool, withoutNetwork: true, ...render(vm) }));
-  }
   return plan;
 }
 

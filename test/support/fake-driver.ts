@@ -9,7 +9,13 @@ import { performance } from "node:perf_hooks";
 import { XMLBuilder, XMLParser, XMLValidator } from "fast-xml-parser";
 import { METADATA_NAMESPACE, METADATA_PREFIX, POLICY_VOLUME_SUFFIX } from "../../core/metadata";
 import { escapeXml } from "../../core/xml";
-import type { DomainEventMap, DomainEvents, LifecycleEvent, LifecycleEventName } from "../../reconciler/driver/events";
+import {
+  waitForLifecycle,
+  type DomainEventMap,
+  type DomainEvents,
+  type LifecycleEvent,
+  type LifecycleEventName,
+} from "../../reconciler/driver/events";
 import type {
   DomainInfo,
   DomainState,
@@ -271,19 +277,7 @@ export class FakeDomainEvents extends EventEmitter<DomainEventMap> {
   }
 
   waitFor(predicate: (e: LifecycleEvent) => boolean, timeoutMs: number): Promise<LifecycleEvent> {
-    return new Promise((resolve, reject) => {
-      const timer = setTimeout(() => {
-        this.off("lifecycle", onEvent);
-        reject(new Error(`no matching lifecycle event within ${timeoutMs} ms`));
-      }, timeoutMs);
-      const onEvent = (e: LifecycleEvent) => {
-        if (!predicate(e)) return;
-        clearTimeout(timer);
-        this.off("lifecycle", onEvent);
-        resolve(e);
-      };
-      this.on("lifecycle", onEvent);
-    });
+    return waitForLifecycle(this, predicate, timeoutMs);
   }
 
   async close(): Promise<void> {

@@ -56,6 +56,36 @@ export interface QemuPools {
 const nameOf = (vm: VmPlan | string) => (typeof vm === "string" ? vm : vm.name);
 
 /** Opens qemu:///system (failing, never skipping, when it does not answer) and a private storage pool. */
+/**
+ * Defines a pool's members and their volumes in `storagePool`, as an engine would: system disks
+ * are overlays of the raw `base` image, config media empty 1 MiB disks.
+ */
+export async function deployQemuPool(
+  driver: VirshDriver,
+  storagePool: string,
+  base: string,
+  props: VmPoolProps,
+  render: MemberRender,
+): Promise<PoolPlan> {
+  const plan = planPool(props);
+  for (const vm of plan.members) {
+    for (const disk of vm.disks) {
+      if (disk.role === "system") {
+        await driver.createOverlayVolume(storagePool, disk.volumeName, {
+          backingPath: base,
+          backingFormat: "raw",
+          capacityBytes: disk.capacityGiB! * 2 ** 30,
+        });
+      } else {
+        const args = ["--name", disk.volumeName, "--capacity", "1M", "--format", "raw"];
+        await driver.session.run(["vol-create-as", "--pool", storagePool, ...args]);
+      }
+    }
+    await driver.defineDomain(renderDomainXml(vm, { storagePool, withoutNetwork: true, ...render(vm) }));
+  }
+  return plan;
+}
+
 export async function openQemuPools(): Promise<QemuPools> {
   ensureLibvirt();
   const g = ensureGuest();
@@ -97,23 +127,8 @@ export async function openQemuPools(): Promise<QemuPools> {
       ...overrides,
     }),
     async deploy(props, render) {
-      const plan = planPool(props);
+      const plan = await deployQemuPool(driver, storagePool, base, props, render);
       plans.push(plan);
-      for (const vm of plan.members) {
-        for (const disk of vm.disks) {
-          if (disk.role === "system") {
-            await driver.createOverlayVolume(storagePool, disk.volumeName, {
-              backingPath: base,
-              backingFormat: "raw",
-              capacityBytes: disk.capacityGiB! * 2 ** 30,
-            });
-          } else {
-            const args = ["--name", disk.volumeName, "--capacity", "1M", "--format", "raw"];
-            await driver.session.run(["vol-create-as", "--pool", storagePool, ...args]);
-          }
-        }
-        await driver.defineDomain(renderDomainXml(vm, { storagePool, withoutNetwork: true, ...render(vm) }));
-      }
       return plan;
     },
     guest:
