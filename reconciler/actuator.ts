@@ -81,11 +81,12 @@ export class Actuator {
         return undefined;
       }
       try {
-        // Started first: a running domain takes the mark in one call (a shut-off one needs two).
-        // A crash in between rolls the claim back, mark and all.
         const started = await this.startIfDown(vm);
-        await this.syncHolderMark(pool, vm);
         await claimQueueOf(this.store).complete(intentId);
+        // The holder mark is written right after this, on the member's queue, when its queue
+        // runs empty (see the reconciler's onMemberIdle): it is for plan-time tools, which can
+        // never be sure of the moment between their plan and their apply anyway, and keeping it
+        // off the answer halves the libvirt calls of a take. Marks converge at every resync.
         return started;
       } catch (e) {
         this.store.release(pool, vm, user);

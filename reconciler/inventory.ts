@@ -12,6 +12,8 @@ import { unlessGone } from "./util";
 /** One listing's view of the managed members, and the ones it no longer found. */
 export interface Listing {
   readonly listed: readonly MemberRecord[];
+  /** Members whose state changed here (by the reconciler's own work) after the listing began: it may predate that. */
+  readonly changedMeanwhile: ReadonlySet<string>;
   /** Known members the listing did not find (undefined, or no longer carrying our metadata). */
   readonly missing: readonly string[];
 }
@@ -32,6 +34,9 @@ export class Inventory {
   /** The newest policy document read for each pool. */
   private readonly policyDocuments = new Map<string, MemberMetadata>();
   private listing?: Promise<Listing>;
+  /** Bumped on every state change; each member's value at its last change. */
+  private stateVersion = 0;
+  private readonly changedAt = new Map<string, number>();
   /** When the last listing finished (clock time). */
   private listedAt = -Infinity;
 
@@ -70,7 +75,10 @@ export class Inventory {
 
   setState(vm: string, state: DomainState): void {
     const record = this.members.get(vm);
-    if (record && record.state !== state) this.set({ ...record, state });
+    if (record && record.state !== state) {
+      this.set({ ...record, state });
+      this.changedAt.set(vm, ++this.stateVersion);
+    }
   }
 
   /** Forgets the member's runtime facts; returns its record and system volume as they were. */
@@ -79,6 +87,7 @@ export class Inventory {
     if (!record) return undefined;
     const volume = this.systemVolumes.get(record.uuid);
     this.members.delete(vm);
+    this.changedAt.delete(vm);
     this.poolCache = undefined;
     this.systemVolumes.delete(record.uuid);
     this.metadataByUuid.delete(record.uuid);
@@ -105,6 +114,7 @@ export class Inventory {
   }
 
   private async readListing(): Promise<Listing> {
+    const began = this.stateVersion;
     const domains = await this.driver.listDomains({ metadata: false });
     const fresh = domains.filter((d) => !this.metadataByUuid.has(d.uuid));
     const xmls = await Promise.all(fresh.map((d) => unlessGone(this.driver.getMetadata(d.uuid, METADATA_NAMESPACE))));
@@ -119,7 +129,8 @@ export class Inventory {
     const uuids = new Set(domains.map((d) => d.uuid));
     for (const uuid of this.metadataByUuid.keys()) if (!uuids.has(uuid)) this.metadataByUuid.delete(uuid);
     const seen = new Set(listed.map((r) => r.name));
-    return { listed, missing: this.names().filter((n) => !seen.has(n)) };
+    const changedMeanwhile = new Set([...this.changedAt].filter(([, v]) => v > began).map(([vm]) => vm));
+    return { listed, changedMeanwhile, missing: this.names().filter((n) => !seen.has(n)) };
   }
 
   /** Reads one domain (a define event: a new member, changed metadata, or no longer ours). */

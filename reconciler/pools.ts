@@ -209,6 +209,9 @@ export function planPrestart(
     const startable = free.filter((m) => m.state === "shut off" && idle(busy, m) && !blocked.has(m.name));
     return { start: startable.slice(0, target - up).map((m) => m.name), stop: [] };
   }
+  // A surplus while members are still being prestarted is planned once they are done: stopping
+  // a running member for one whose start may yet fail is a flip-flop.
+  if (up > running.length) return { start: [], stop: [] };
   return {
     start: [],
     stop: running
@@ -268,9 +271,14 @@ export type ListedAction = "adopt" | "keep-state" | "settle";
 export function planListed(
   previous: Pick<MemberRecord, "state"> | undefined,
   listed: Pick<MemberRecord, "state">,
-  facts: { readonly busy: boolean; readonly acting: boolean },
+  facts: {
+    readonly busy: boolean;
+    readonly acting: boolean;
+    /** The reconciler changed the member's state after the listing began (it may predate that). */
+    readonly changedMeanwhile?: boolean;
+  },
 ): ListedAction {
-  if (previous && facts.busy) return "keep-state";
+  if (previous && (facts.busy || facts.changedMeanwhile)) return "keep-state";
   if (facts.acting && previous && isUp(previous.state) && isDown(listed.state)) return "settle";
   return "adopt";
 }

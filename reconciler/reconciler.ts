@@ -48,6 +48,8 @@ import { MemberWorkQueue } from "./work-queue";
 export type * from "./types";
 
 const PRUNE_EVERY_MS = 3600_000;
+/** How long a free member may stay paused before it is taken for stuck (see onLifecycle). */
+const PAUSED_GRACE_MS = 2000;
 /** How soon after a listing of libvirt a take naming an unknown pool may cause another. */
 const RELIST_AFTER_MS = 1000;
 
@@ -80,6 +82,7 @@ export class Reconciler extends EventEmitter<ReconcilerEventMap> {
   private leaseLost?: Error;
   private prunedAt = -Infinity;
   private readonly prestartKicks = new Set<string>();
+  private readonly pauseChecks = new Set<NodeJS.Timeout>();
   private resyncRun?: Promise<void>;
   private resyncTimer?: NodeJS.Timeout;
   /** Acting on what it sees (after start-up recovery, until stop). */
@@ -186,6 +189,8 @@ export class Reconciler extends EventEmitter<ReconcilerEventMap> {
   async stop(): Promise<void> {
     this.running = false;
     clearInterval(this.resyncTimer);
+    for (const t of this.pauseChecks) clearTimeout(t);
+    this.pauseChecks.clear();
     this.events?.off("lifecycle", this.onLifecycle);
     this.events?.off("ready", this.onEventsReady);
     await this.idle();
@@ -368,15 +373,19 @@ export class Reconciler extends EventEmitter<ReconcilerEventMap> {
 
   /** Lists libvirt's domains and takes the listing in. */
   private async listMembers(options: { readonly fresh?: boolean } = {}): Promise<void> {
-    const { listed, missing } = await this.inventory.list(options);
-    for (const record of listed) this.observe(record);
+    const { listed, missing, changedMeanwhile } = await this.inventory.list(options);
+    for (const record of listed) this.observe(record, changedMeanwhile.has(record.name));
     for (const name of missing) if (!this.work.isBusy(name)) this.actuator.forget(name);
   }
 
   /** Takes in a listed or re-read member; a stop no event reported is handled as the event would have been. */
-  private observe(record: MemberRecord): void {
+  private observe(record: MemberRecord, changedMeanwhile = false): void {
     const previous = this.inventory.member(record.name);
-    const action = planListed(previous, record, { busy: this.work.isBusy(record.name), acting: this.running });
+    const action = planListed(previous, record, {
+      busy: this.work.isBusy(record.name),
+      acting: this.running,
+      changedMeanwhile,
+    });
     this.inventory.set(action === "adopt" ? record : { ...record, state: previous!.state });
     if (action === "settle") this.work.track("settle", this.actuator.settle(record.name), record.name);
   }
@@ -478,7 +487,13 @@ export class Reconciler extends EventEmitter<ReconcilerEventMap> {
       case "state":
         this.inventory.setState(e.domain, action.state);
         if (action.stopPaused) {
-          this.work.track("stop paused", this.actuator.stopPaused(pool!, e.domain), e.domain);
+          // Not at once: qemu domains pass through "paused" while they start (libvirt starts
+          // qemu stopped, then resumes it). Still paused after the grace, it is stuck.
+          const timer = setTimeout(() => {
+            this.pauseChecks.delete(timer);
+            if (this.running) this.work.track("stop paused", this.actuator.stopPaused(pool!, e.domain), e.domain);
+          }, PAUSED_GRACE_MS);
+          this.pauseChecks.add(timer);
         }
         this.kickPrestart(pool!);
         return;

@@ -155,15 +155,26 @@ test("deploys through Terraform, the reconciler takes over, and a take boots a g
     onlyPools: [POOL],
   });
   reconciler.on("failure", (f) => failures.push(f));
+  const acts: string[] = [];
+  reconciler.on("activity", (a) => acts.push(`${Date.now() % 100000} ${a.kind} ${a.vm}`));
+  events.on("lifecycle", (e) => acts.push(`${Date.now() % 100000} event ${e.event} ${e.detail} ${e.domain}`));
   await reconciler.start();
-  await eventually(() => expect(virsh("domstate", member(1))).toBe("running"), 30_000);
+  await eventually(() => expect(virsh("domstate", member(1))).toBe("running"), 30_000).catch((e) => {
+    throw new Error(
+      `${(e as Error).message}; failures: ${JSON.stringify(failures.map((f) => [f.context, f.vm, f.error.message]))}; status ${JSON.stringify(reconciler.status())}`,
+    );
+  });
 
   expect(await reconciler.take(POOL, "alice")).toEqual({ pool: POOL, vm: member(1), started: false });
   // The guest booted from what Terraform created and wrote into its own overlay.
   await eventually(() => expect(readImageMarker(overlay(1), "qcow2", { whileRunning: true })).toBe(WROTE), 60_000);
   await expect(reconciler.take(POOL, "alice")).rejects.toBeInstanceOf(UserLimitError);
   // The replacement prestarted member; the third stays off (prestarted is 1).
-  await eventually(() => expect(virsh("domstate", member(2))).toBe("running"), 30_000);
+  await eventually(() => expect(virsh("domstate", member(2))).toBe("running"), 30_000).catch((e) => {
+    throw new Error(
+      `${(e as Error).message}; failures: ${JSON.stringify(failures.map((f) => [f.context, f.vm, f.error.message]))}; status ${JSON.stringify(reconciler.status().pools[0]!.members)} acts ${JSON.stringify(acts)}`,
+    );
+  });
   expect(virsh("domstate", member(3))).toBe("shut off");
 }, 300_000);
 

@@ -15,6 +15,8 @@ describe("planListed", () => {
     // Before start-up recovery is done nothing is acted on.
     expect(planListed(up, down, { busy: false, acting: false })).toBe("adopt");
     expect(planListed(down, up, { busy: false, acting: true })).toBe("adopt");
+    // A listing that began before the reconciler's own change (a start) says nothing about it.
+    expect(planListed(up, down, { busy: false, acting: true, changedMeanwhile: true })).toBe("keep-state");
   });
 });
 

@@ -88,6 +88,12 @@ describe("planPrestart", () => {
     const p = pool(["shut off", "shut off"], { prestarted: 2 });
     expect(planPrestart(p, held("vm-1", "vm-2"), busy())).toEqual({ start: [], stop: [] });
   });
+
+  it("plans no surplus stop while members are still being prestarted (they are re-planned when done)", () => {
+    const p = pool(["running", "shut off", "running"], { prestarted: 1 });
+    expect(planPrestart(p, [], busy({ "vm-2": "prestart" }))).toEqual({ start: [], stop: [] });
+    expect(planPrestart(p, [], busy())).toEqual({ start: [], stop: ["vm-3"] });
+  });
 });
 
 describe("planMemberDown", () => {

@@ -62,6 +62,8 @@ describe("take", () => {
     const s = await setup("Mark", { size: 2 });
     const holderOf = async (vm: string) => parseHolderXml(await h.driver.getMetadata(vm, HOLDER_NAMESPACE));
     const { vm } = await s.reconciler.take(s.pool, "alice");
+    // Written right after the answer, on the member's queue.
+    await s.reconciler.idle();
     expect(await holderOf(vm)).toBe("alice");
     await s.reconciler.return(s.pool, vm, { user: "alice" });
     expect(await holderOf(vm)).toBeUndefined();
