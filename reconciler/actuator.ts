@@ -352,12 +352,11 @@ export class Actuator {
     try {
       await this.driver.start(vm);
     } catch (e) {
-      // Started meanwhile (e.g. a start cut off by a libvirtd restart that went through after all).
+      // It was down and is up now: most likely this very start, sent again by the session after
+      // a libvirtd restart cut off its answer (the first one went through).
       if (!/already active|already running/i.test(message(e)) || (await this.driver.domainState(vm)) !== "running") {
         throw e;
       }
-      this.inventory.setState(vm, "running");
-      return false;
     }
     this.inventory.setState(vm, "running");
     this.conditions.clear(this.inventory.poolOf(vm), vm, "prestart-gave-up");

@@ -155,15 +155,15 @@ export class VirshSession {
     return this.child?.pid;
   }
 
-  /**
-   * Runs one virsh command (`["dominfo", "--domain", name]`) and resolves with its stdout.
-   * Commands that read the terminal (`console`, `edit`) would swallow the commands behind them.
-   */
   /** Commands written or waiting to be, for spreading work over several sessions. */
   get outstanding(): number {
     return this.queue.length + this.inFlight.length;
   }
 
+  /**
+   * Runs one virsh command (`["dominfo", "--domain", name]`) and resolves with its stdout.
+   * Commands that read the terminal (`console`, `edit`) would swallow the commands behind them.
+   */
   run(args: readonly string[], options: RunOptions = {}): Promise<string> {
     // A command that met a lost connection (libvirtd restarted) is sent once more: virsh has
     // reconnected by then. The driver's commands are reads or state changes that either repeat

@@ -15,7 +15,7 @@ import type { RenderDomainOptions } from "../../reconciler/local/domain-xml";
 import { Reconciler, type Failure } from "../../reconciler/reconciler";
 import { StateStore } from "../../reconciler/store/store";
 import { ensureGuest, ensureLibvirt, guestCmdline, LIBVIRT_URI, parseGuestLog, readImageMarker } from "../guest/guest";
-import { deployQemuPool } from "../support/qemu-pool";
+import { deployQemuPool, tinyPoolProps } from "../support/qemu-pool";
 import { activity, currentOverlay } from "./support";
 
 const IMAGES = "/var/lib/libvirt/images";
@@ -33,22 +33,7 @@ let reconciler: Reconciler;
 const plans: PoolPlan[] = [];
 const failures: Failure[] = [];
 
-const props = (name: string, overrides: Partial<VmPoolProps>): VmPoolProps => ({
-  name,
-  template: {
-    name: "tiny",
-    version: 1,
-    baseImagePath: base,
-    baseImageFormat: "raw",
-    diskSizeGiB: 1,
-    memoryMiB: 192,
-    vcpus: 1,
-    domainType: "qemu",
-    machine: "pc",
-  },
-  size: 1,
-  ...overrides,
-});
+const props = (name: string, overrides: Partial<VmPoolProps>): VmPoolProps => tinyPoolProps(base, name, overrides);
 
 /** Defines the members and their volumes, as an engine would; config media get an empty disk. */
 async function deploy(poolProps: VmPoolProps, render: (vm: VmPlan) => Omit<RenderDomainOptions, "storagePool">) {

@@ -405,7 +405,8 @@ describe("a start that went through although it answered with an error", () => {
       afterEffect: true,
       error: new VirshError(["start"], "Requested operation is not valid: domain is already active"),
     });
-    expect(await s.reconciler.take(s.pool, "alice")).toMatchObject({ vm: s.names[0], started: false });
+    // It was down when asked for: the user is told it is starting.
+    expect(await s.reconciler.take(s.pool, "alice")).toMatchObject({ vm: s.names[0], started: true });
     expect(await s.fake.domainState(s.names[0]!)).toBe("running");
     expect(s.store.holder(s.pool, s.names[0]!)?.user).toBe("alice");
   });

@@ -56,6 +56,26 @@ export interface QemuPools {
 const nameOf = (vm: VmPlan | string) => (typeof vm === "string" ? vm : vm.name);
 
 /** Opens qemu:///system (failing, never skipping, when it does not answer) and a private storage pool. */
+/** A one-member pool of the tiny test guest (test/guest) on the raw `base` image. */
+export function tinyPoolProps(base: string, name: string, overrides: Partial<VmPoolProps> = {}): VmPoolProps {
+  return {
+    name,
+    template: {
+      name: "tiny",
+      version: 1,
+      baseImagePath: base,
+      baseImageFormat: "raw",
+      diskSizeGiB: 1,
+      memoryMiB: 192,
+      vcpus: 1,
+      domainType: "qemu",
+      machine: "pc",
+    },
+    size: 1,
+    ...overrides,
+  };
+}
+
 /**
  * Defines a pool's members and their volumes in `storagePool`, as an engine would: system disks
  * are overlays of the raw `base` image, config media empty 1 MiB disks.
@@ -110,22 +130,7 @@ export async function openQemuPools(): Promise<QemuPools> {
     dir,
     storagePool,
     tag,
-    props: (name, overrides = {}) => ({
-      name,
-      template: {
-        name: "tiny",
-        version: 1,
-        baseImagePath: base,
-        baseImageFormat: "raw",
-        diskSizeGiB: 1,
-        memoryMiB: 192,
-        vcpus: 1,
-        domainType: "qemu",
-        machine: "pc",
-      },
-      size: 1,
-      ...overrides,
-    }),
+    props: (name, overrides = {}) => tinyPoolProps(base, name, overrides),
     async deploy(props, render) {
       const plan = await deployQemuPool(driver, storagePool, base, props, render);
       plans.push(plan);
