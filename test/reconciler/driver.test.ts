@@ -3,11 +3,12 @@ import { randomBytes } from "node:crypto";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { METADATA_NAMESPACE, parseMetadataXml, renderMetadataXml, type MemberMetadata } from "../../core/metadata";
+import { METADATA_NAMESPACE, parseMetadataXml, renderMetadataXml } from "../../core/metadata";
 import { escapeXml } from "../../core/xml";
 import { DomainEvents, type LifecycleEvent } from "../../reconciler/driver/events";
 import { VirshDriver } from "../../reconciler/driver/libvirt-driver";
 import { VirshError, quoteVirshArg } from "../../reconciler/driver/virsh-session";
+import { memberMetadataFixture } from "../support/fixtures";
 import { requireLibvirtd } from "../support/libvirt";
 
 // libvirt's test hypervisor served by libvirtd: real RPCs and events, no guests. Its state lives
@@ -18,28 +19,7 @@ const suffix = randomBytes(4).toString("hex");
 const NAME = `vmp-drv ${suffix} it's`;
 const PLAIN = `vmp-drv-${suffix}-plain`;
 
-const meta: MemberMetadata = {
-  pool: "DriverPool",
-  cluster: "local",
-  index: 1,
-  templateName: "tiny",
-  templateVersion: 2,
-  baseImagePath: "/var/lib/libvirt/images/tiny.qcow2",
-  baseImageFormat: "qcow2",
-  diskFormat: "qcow2",
-  type: "automatic",
-  stateful: false,
-  prestarted: 1,
-  maxVmsPerUser: 1,
-  deleteProtection: false,
-  spiceProxy: "http://proxy:3128",
-  allowedHosts: ["h1", "h2"],
-  migrationMode: "migratable",
-  migrationPolicy: "legacy",
-  migrationDowntimeMs: 500,
-  autoConverge: "inherit",
-  compression: "inherit",
-};
+const meta = memberMetadataFixture({ pool: "DriverPool", allowedHosts: ["h1", "h2"], migrationDowntimeMs: 500 });
 
 const domainXml = (name: string, metadata?: string) =>
   `<domain type="test"><name>${escapeXml(name)}</name><memory unit="KiB">1024</memory>` +

@@ -14,7 +14,6 @@ import {
   policyVolumeName,
   renderHolderXml,
   renderMetadataXml,
-  type MemberMetadata,
 } from "../../core/metadata";
 import { escapeXml } from "../../core/xml";
 import { DomainEvents, type LifecycleEvent } from "../../reconciler/driver/events";
@@ -22,6 +21,7 @@ import { VirshDriver, type LibvirtDriver } from "../../reconciler/driver/libvirt
 import { VirshError } from "../../reconciler/driver/virsh-session";
 import { overlayFactsOf, spiceDisplayOf } from "../../reconciler/libvirt-xml";
 import { FakeDriver } from "../support/fake-driver";
+import { memberMetadataFixture } from "../support/fixtures";
 import { holdTestDriver, releaseTestDriver, requireLibvirtd, TEST_URI } from "../support/libvirt";
 
 const suffix = randomBytes(4).toString("hex");
@@ -32,27 +32,7 @@ const UUID_A = randomUUID();
 const VOLUME = `vmp-ct-${suffix}.qcow2`;
 const STORAGE_POOL = "default-pool";
 
-const meta: MemberMetadata = {
-  pool: "ContractPool",
-  cluster: "local",
-  index: 1,
-  templateName: "tiny",
-  templateVersion: 2,
-  baseImagePath: "/var/lib/libvirt/images/tiny.qcow2",
-  baseImageFormat: "qcow2",
-  diskFormat: "qcow2",
-  type: "automatic",
-  stateful: false,
-  prestarted: 1,
-  maxVmsPerUser: 1,
-  deleteProtection: false,
-  spiceProxy: "http://proxy:3128",
-  allowedHosts: ["h1"],
-  migrationMode: "migratable",
-  migrationPolicy: "legacy",
-  autoConverge: "inherit",
-  compression: "inherit",
-};
+const meta = memberMetadataFixture({ pool: "ContractPool" });
 
 const domainXml = (name: string, opts: { uuid?: string; metadata?: string; memoryKiB?: number } = {}) =>
   `<domain type="test"><name>${escapeXml(name)}</name>${opts.uuid ? `<uuid>${opts.uuid}</uuid>` : ""}` +

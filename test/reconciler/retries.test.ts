@@ -81,7 +81,7 @@ async function setup(
     const r = new Reconciler({
       driver: fake,
       store,
-      events: fake.events.asDomainEvents(),
+      events: fake.events,
       clock: () => T0,
       retry: { maxAttempts: MAX_ATTEMPTS, baseDelayMs: BASE_DELAY_MS },
       shutdownTimeoutMs: 1000,

@@ -12,7 +12,7 @@ import { escapeXml } from "../../core/xml";
 import {
   waitForLifecycle,
   type DomainEventMap,
-  type DomainEvents,
+  type DomainEventSource,
   type LifecycleEvent,
   type LifecycleEventName,
 } from "../../reconciler/driver/events";
@@ -254,7 +254,7 @@ const isActive = (s: DomainState) => s !== "shut off" && s !== "crashed";
  * `disconnected` signals), raised by a {@link FakeDriver}. `disconnect()` and `reconnect()`
  * play a lost event stream: events in between are dropped, as they would be.
  */
-export class FakeDomainEvents extends EventEmitter<DomainEventMap> {
+export class FakeDomainEvents extends EventEmitter<DomainEventMap> implements DomainEventSource {
   private connected = true;
   private closed = false;
 
@@ -296,14 +296,6 @@ export class FakeDomainEvents extends EventEmitter<DomainEventMap> {
     if (this.connected || this.closed) return;
     this.connected = true;
     this.emit("ready");
-  }
-
-  /**
-   * This object where the reconciler's options want a {@link DomainEvents}: the class has private
-   * fields, so no other class matches its type, while the reconciler only uses on/off/ready.
-   */
-  asDomainEvents(): DomainEvents {
-    return this as unknown as DomainEvents;
   }
 
   /** @internal The driver raises events through this. */

@@ -1,4 +1,5 @@
 import type { VmPoolProps } from "../../core";
+import type { MemberMetadata } from "../../core/metadata";
 
 /** A small valid pool; tests override one prop at a time. */
 export function validProps(overrides: Partial<VmPoolProps> = {}): VmPoolProps {
@@ -13,6 +14,32 @@ export function validProps(overrides: Partial<VmPoolProps> = {}): VmPoolProps {
       vcpus: 2,
     },
     size: 10,
+    ...overrides,
+  };
+}
+
+/** Member metadata as the constructs write it, for driver tests; tests override what they check. */
+export function memberMetadataFixture(overrides: Partial<MemberMetadata> = {}): MemberMetadata {
+  return {
+    pool: "FixturePool",
+    cluster: "local",
+    index: 1,
+    templateName: "tiny",
+    templateVersion: 2,
+    baseImagePath: "/var/lib/libvirt/images/tiny.qcow2",
+    baseImageFormat: "qcow2",
+    diskFormat: "qcow2",
+    type: "automatic",
+    stateful: false,
+    prestarted: 1,
+    maxVmsPerUser: 1,
+    deleteProtection: false,
+    spiceProxy: "http://proxy:3128",
+    allowedHosts: ["h1"],
+    migrationMode: "migratable",
+    migrationPolicy: "legacy",
+    autoConverge: "inherit",
+    compression: "inherit",
     ...overrides,
   };
 }
