@@ -2,115 +2,15 @@
 // retries with exponential backoff, the prestart give-up path, and members whose revert keeps
 // failing kept out of service. No test on libvirt could make a start or a volume create fail on cue.
 import { performance } from "node:perf_hooks";
-import { planPool, systemDiskOf, type PoolPlan } from "../../core/plan";
-import type { VmPoolProps } from "../../core/spec";
 import { VirshError } from "../../reconciler/driver/virsh-session";
 import { NoFreeVmError, UserLimitError } from "../../reconciler/errors";
 import { systemVolumeOf } from "../../reconciler/libvirt-xml";
-import { renderDomainXml } from "../../reconciler/local/domain-xml";
 import { otherVolumeName } from "../../reconciler/revert";
-import { Reconciler, type Failure, type MemberStatus } from "../../reconciler/reconciler";
 import { StateStore, type Intent } from "../../reconciler/store/store";
 import { FakeDriver } from "../support/fake-driver";
-import { validProps } from "../support/fixtures";
+import { BASE_DELAY_MS, MAX_ATTEMPTS, T0, closeFakePools, setupFakePool, type Setup } from "../support/fake-pool";
 
-const STORAGE_POOL = "default-pool";
-const BASE_DELAY_MS = 40;
-const MAX_ATTEMPTS = 3;
-/** The reconciler's clock, frozen: the retry times it writes into the store are then exact. */
-const T0 = 1_700_000_000_000;
-
-interface Setup {
-  readonly fake: FakeDriver;
-  readonly store: StateStore;
-  readonly plan: PoolPlan;
-  readonly pool: string;
-  readonly names: readonly string[];
-  readonly failures: Failure[];
-  reconciler: Reconciler;
-  /** The first reconciler's start(), not awaited by setup. */
-  started: Promise<void>;
-  /** A fresh reconciler on the same driver and store, as after a restart of `serve`. */
-  restart(): Promise<void>;
-  member(vm: string): MemberStatus;
-}
-
-const open: Setup[] = [];
-
-afterEach(async () => {
-  for (const s of open.splice(0)) {
-    await s.reconciler.stop();
-    s.store.close();
-    await s.fake.close();
-  }
-});
-
-/**
- * Defines the pool's members with their overlays, as deployPool does on libvirt, and their media
- * volumes, which the fake (as qemu) needs to start them.
- */
-async function deploy(fake: FakeDriver, props: VmPoolProps): Promise<PoolPlan> {
-  const plan = planPool(props);
-  for (const vm of plan.members) {
-    const disk = systemDiskOf(vm);
-    for (const media of vm.disks.filter((d) => d !== disk)) fake.uploadVolume(STORAGE_POOL, media.volumeName, "media");
-    await fake.createOverlayVolume(STORAGE_POOL, disk.volumeName, {
-      backingPath: disk.backingStore!.path,
-      backingFormat: disk.backingStore!.format,
-      capacityBytes: disk.capacityGiB! * 2 ** 30,
-    });
-    await fake.defineDomain(renderDomainXml(vm, { storagePool: STORAGE_POOL, domainType: "test" }));
-  }
-  return plan;
-}
-
-/**
- * A pool on a fresh fake; `before` runs before the reconciler starts (to inject failures or
- * set gates for its first prestarts). The reconciler is started but not waited for.
- */
-async function setup(
-  props: Partial<VmPoolProps>,
-  before: (fake: FakeDriver, names: readonly string[]) => void = () => undefined,
-): Promise<Setup> {
-  const fake = new FakeDriver();
-  const plan = await deploy(fake, validProps({ name: "Retry-???", ...props }));
-  const names = plan.members.map((m) => m.name);
-  const store = StateStore.open(":memory:");
-  const failures: Failure[] = [];
-  const make = () => {
-    const r = new Reconciler({
-      driver: fake,
-      store,
-      events: fake.events,
-      clock: () => T0,
-      retry: { maxAttempts: MAX_ATTEMPTS, baseDelayMs: BASE_DELAY_MS },
-      shutdownTimeoutMs: 1000,
-    });
-    r.on("failure", (f) => failures.push(f));
-    return r;
-  };
-  const s: Setup = {
-    fake,
-    store,
-    plan,
-    pool: plan.pool.name,
-    names,
-    failures,
-    reconciler: make(),
-    started: Promise.resolve(),
-    async restart() {
-      await s.reconciler.stop();
-      s.reconciler = make();
-      await s.reconciler.start();
-      await s.reconciler.idle();
-    },
-    member: (vm) => s.reconciler.status().pools[0]!.members.find((m) => m.name === vm)!,
-  };
-  open.push(s);
-  before(fake, names);
-  s.started = s.reconciler.start();
-  return s;
-}
+afterEach(closeFakePools);
 
 const injected = (what: string) => () => new VirshError([what], `injected: ${what} refused`);
 
@@ -153,7 +53,7 @@ async function observeAttempts(
 
 describe("bounded retries with exponential backoff", () => {
   it("a revert that fails twice succeeds on its third attempt; each failure is on the intent, delays double", async () => {
-    const s = await setup({ size: 1, prestarted: 0 });
+    const s = await setupFakePool({ size: 1, prestarted: 0 });
     await s.started;
     const [m1] = s.names;
     const taken = await s.reconciler.take(s.pool, "alice");
@@ -200,7 +100,7 @@ describe("bounded retries with exponential backoff", () => {
   });
 
   it("a prestart whose start fails twice is retried with doubling delays and prestarts on the third attempt", async () => {
-    const s = await setup({ size: 3, prestarted: 1 }, (fake, names) => {
+    const s = await setupFakePool({ size: 3, prestarted: 1 }, (fake, names) => {
       fake.failNext("start", { target: names[0]!, times: 2, error: injected("start") });
     });
     const [m1] = s.names;
@@ -231,7 +131,7 @@ describe("bounded retries with exponential backoff", () => {
 
 describe("the prestart give-up path", () => {
   it("marks the member with a problem, prestarts another instead, and skips it until a start of it succeeds", async () => {
-    const s = await setup({ size: 3, prestarted: 1 }, (fake, names) => {
+    const s = await setupFakePool({ size: 3, prestarted: 1 }, (fake, names) => {
       fake.failNext("start", { target: names[0]!, times: MAX_ATTEMPTS, error: injected("start") });
     });
     const [m1, m2, m3] = s.names as [string, string, string];
@@ -282,7 +182,7 @@ describe("the prestart give-up path", () => {
   });
 
   it("a given-up member stays given up across a restart (the condition is persisted)", async () => {
-    const s = await setup({ size: 2, prestarted: 1 }, (fake, names) => {
+    const s = await setupFakePool({ size: 2, prestarted: 1 }, (fake, names) => {
       fake.failNext("start", { target: names[0]!, times: MAX_ATTEMPTS, error: injected("start") });
     });
     await s.started;
@@ -301,7 +201,7 @@ describe("the prestart give-up path", () => {
 
 describe("a revert that keeps failing", () => {
   it("keeps the member out of service (never handed out, never prestarted), across resyncs and a restart", async () => {
-    const s = await setup({ size: 2, prestarted: 1 });
+    const s = await setupFakePool({ size: 2, prestarted: 1 });
     await s.started;
     await s.reconciler.idle();
     const [m1, m2] = s.names as [string, string];
@@ -356,7 +256,7 @@ describe("a revert that keeps failing", () => {
   });
 
   it("a return whose revert fails keeps the VM from others; once storage recovers a resync reverts and frees it", async () => {
-    const s = await setup({ size: 1, prestarted: 0 });
+    const s = await setupFakePool({ size: 1, prestarted: 0 });
     await s.started;
     const [m1] = s.names as [string];
     await s.reconciler.take(s.pool, "alice");
@@ -385,7 +285,7 @@ describe("a revert that keeps failing", () => {
 
 describe("refusals", () => {
   it("a take refused for the user's limit or for no free VM makes no libvirt call", async () => {
-    const s = await setup({ size: 1, prestarted: 0, maxVmsPerUser: 1 });
+    const s = await setupFakePool({ size: 1, prestarted: 0, maxVmsPerUser: 1 });
     await s.started;
     await s.reconciler.take(s.pool, "alice");
     await s.reconciler.idle();
@@ -398,7 +298,7 @@ describe("refusals", () => {
 
 describe("a start that went through although it answered with an error", () => {
   it("hands out the member, which is running (a libvirtd restart cut off the answer, not the start)", async () => {
-    const s = await setup({ size: 1, prestarted: 0 });
+    const s = await setupFakePool({ size: 1, prestarted: 0 });
     await s.started;
     await s.reconciler.idle();
     s.fake.failNext("start", {
@@ -414,7 +314,7 @@ describe("a start that went through although it answered with an error", () => {
 
 describe("the spare overlay a revert switches to", () => {
   it("is used as made in advance, and made again when something wrote to it meanwhile", async () => {
-    const s = await setup({ size: 1, prestarted: 0 });
+    const s = await setupFakePool({ size: 1, prestarted: 0 });
     await s.started;
     const [m1] = s.names;
     const roundTrip = async () => {
@@ -443,7 +343,7 @@ describe("the spare overlay a revert switches to", () => {
 
 describe("a member an engine destroys while it is being reverted", () => {
   it("is forgotten without a failure, and nothing is left pending", async () => {
-    const s = await setup({ size: 2, prestarted: 0 });
+    const s = await setupFakePool({ size: 2, prestarted: 0 });
     await s.started;
     const [m1] = s.names;
     await s.reconciler.take(s.pool, "alice");
