@@ -166,7 +166,8 @@ export class Actuator {
     return this.work.run(vm, "prestart", async () => {
       const intentId = this.store.beginIntent("prestart", pool, vm);
       try {
-        await this.withRetries(intentId, { complete: true }, async () => void (await this.startIfDown(vm)));
+        const driver = this.driver.background ?? this.driver;
+        await this.withRetries(intentId, { complete: true }, async () => void (await this.startIfDown(vm, driver)));
       } catch (e) {
         const reason = `prestart failed ${this.o.retry.maxAttempts} times: ${message(e)}`;
         this.conditions.set(pool, vm, "prestart-gave-up", reason);
@@ -249,13 +250,15 @@ export class Actuator {
    */
   async syncHolderMark(pool: string, vm: string): Promise<void> {
     const wanted = this.store.holder(pool, vm)?.user ?? null;
+    // Never on an answer's path (written after takes and returns answer), so in the background.
+    const driver = this.driver.background ?? this.driver;
     if (!this.holderMarks.has(vm)) {
-      const xml = await this.driver.getMetadata(vm, HOLDER_NAMESPACE);
+      const xml = await driver.getMetadata(vm, HOLDER_NAMESPACE);
       this.holderMarks.set(vm, parseHolderXml(xml) ?? null);
     }
     if (this.holderMarks.get(vm) === wanted) return;
-    if (wanted === null) await this.driver.removeMetadata(vm, HOLDER_NAMESPACE);
-    else await this.driver.setMetadata(vm, HOLDER_NAMESPACE, renderHolderXml(wanted), HOLDER_PREFIX);
+    if (wanted === null) await driver.removeMetadata(vm, HOLDER_NAMESPACE);
+    else await driver.setMetadata(vm, HOLDER_NAMESPACE, renderHolderXml(wanted), HOLDER_PREFIX);
     this.holderMarks.set(vm, wanted);
   }
 
@@ -326,8 +329,9 @@ export class Actuator {
     }
     this.store.release(pool, vm);
     this.store.completeIntent(intentId);
-    // A stale mark only makes a shrink refuse more; the next resync retries it.
-    await this.syncHolderMark(pool, vm).catch(() => undefined);
+    // The holder mark's removal follows when the member's queue runs empty (the reconciler's
+    // onMemberIdle), as after a take: off the answer's path. A stale mark only makes a shrink
+    // refuse more for that moment; the periodic resync retries a removal that failed.
     returned();
     this.o.replan(pool);
   }
@@ -342,19 +346,25 @@ export class Actuator {
   }
 
   /** Resolves with whether it had to start the domain. */
-  private async startIfDown(vm: string): Promise<boolean> {
+  private async startIfDown(vm: string, driver: LibvirtDriver = this.driver): Promise<boolean> {
     // A member known to be shut off is started straight away (one call fewer per cold take); if
-    // it is up after all, the start says so and the state is read below.
-    const state = this.inventory.member(vm)?.state === "shut off" ? "shut off" : await this.driver.domainState(vm);
+    // it is up after all, the start says so and the state is read below. A running one the
+    // events vouch for needs no call at all.
+    const state =
+      this.inventory.vouchedState(vm) === "running"
+        ? "running"
+        : this.inventory.member(vm)?.state === "shut off"
+          ? "shut off"
+          : await driver.domainState(vm);
     this.inventory.setState(vm, state);
     if (state === "running") return false;
     if (!isDown(state)) throw new Error(`${vm} is ${state}, neither running nor down`);
     try {
-      await this.driver.start(vm);
+      await driver.start(vm);
     } catch (e) {
       // It was down and is up now: most likely this very start, sent again by the session after
       // a libvirtd restart cut off its answer (the first one went through).
-      if (!/already active|already running/i.test(message(e)) || (await this.driver.domainState(vm)) !== "running") {
+      if (!/already active|already running/i.test(message(e)) || (await driver.domainState(vm)) !== "running") {
         throw e;
       }
     }

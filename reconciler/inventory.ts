@@ -39,6 +39,10 @@ export class Inventory {
   private readonly changedAt = new Map<string, number>();
   /** When the last listing finished (clock time). */
   private listedAt = -Infinity;
+  /** Whether lifecycle events keep states current (subscribed, and listed since). */
+  private eventsFlowing = false;
+  /** Members a down event was seen for whose state has not been read since. */
+  private readonly doubted = new Set<string>();
 
   constructor(
     private readonly driver: LibvirtDriver,
@@ -73,7 +77,28 @@ export class Inventory {
     this.poolCache = undefined;
   }
 
+  /**
+   * The member's state when it is as good as a `domstate` answer now: events flow and none since
+   * the last read said it may have changed. A take of a prestarted member then needs no libvirt
+   * call (a domstate answer is no fresher by the time the user connects anyway).
+   */
+  vouchedState(vm: string): DomainState | undefined {
+    return this.eventsFlowing && !this.doubted.has(vm) ? this.members.get(vm)?.state : undefined;
+  }
+
+  /** Events flow (a listing begun after subscribing has been taken in), or stopped flowing. */
+  setEventsFlowing(flowing: boolean): void {
+    this.eventsFlowing = flowing;
+  }
+
+  /** A stop, shutdown or crash was reported: the state is unknown until read (setState). */
+  doubt(vm: string): void {
+    if (this.members.has(vm)) this.doubted.add(vm);
+  }
+
+  /** The member's state as just read or reported by an event (clears a doubt). */
   setState(vm: string, state: DomainState): void {
+    this.doubted.delete(vm);
     const record = this.members.get(vm);
     if (record && record.state !== state) {
       this.set({ ...record, state });
@@ -88,6 +113,7 @@ export class Inventory {
     const volume = this.systemVolumes.get(record.uuid);
     this.members.delete(vm);
     this.changedAt.delete(vm);
+    this.doubted.delete(vm);
     this.poolCache = undefined;
     this.systemVolumes.delete(record.uuid);
     this.metadataByUuid.delete(record.uuid);

@@ -54,15 +54,19 @@ export interface Pool {
   readonly members: readonly PoolMember[];
 }
 
+/** What occupies a member right now; at most one runs, others wait their turn. */
+export type MemberActivity =
+  "take" | "prestart" | "stop" | "settle" | "refresh" | "mark" | "return" | "revert" | "detach";
+
 /**
- * What occupies a member right now; at most one runs, others wait their turn. "refresh" only
- * re-reads the domain, so planners treat a member being refreshed as idle.
+ * Activities that change neither the power state nor the holder: "refresh" re-reads the domain,
+ * "mark" writes the holder mark. Planners treat a member doing only these as idle.
  */
-export type MemberActivity = "take" | "prestart" | "stop" | "settle" | "refresh" | "return" | "revert" | "detach";
+export const PASSIVE_ACTIVITIES: ReadonlySet<MemberActivity> = new Set(["refresh", "mark"]);
 
 const idle = (busy: ReadonlyMap<string, MemberActivity>, m: PoolMember) => {
   const activity = busy.get(m.name);
-  return activity === undefined || activity === "refresh";
+  return activity === undefined || PASSIVE_ACTIVITIES.has(activity);
 };
 
 /** Just what the planners need to know about holders. */

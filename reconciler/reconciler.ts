@@ -87,6 +87,8 @@ export class Reconciler extends EventEmitter<ReconcilerEventMap> {
   private resyncTimer?: NodeJS.Timeout;
   /** Acting on what it sees (after start-up recovery, until stop). */
   private running = false;
+  /** Times the event stream ended (states are not vouched for across one). */
+  private eventStreamsLost = 0;
 
   constructor(options: ReconcilerOptions) {
     super();
@@ -112,11 +114,12 @@ export class Reconciler extends EventEmitter<ReconcilerEventMap> {
         if (pool === undefined) return;
         // A member planners skipped while it was busy may be the one its pool needs now (D4).
         this.kickPrestart(pool);
-        // Work that changed who holds it without writing the mark (a rolled-back claim, say)
-        // leaves it to this; the periodic resync would only get there up to 30 s later.
-        // (Not after a refresh: a sync that failed must not be retried in a loop; the resync retries it.)
-        if (this.running && last !== "refresh" && this.actuator.holderMarkMayBeStale(pool, vm)) {
-          const sync = this.work.run(vm, "refresh", () => unlessGone(this.actuator.syncHolderMark(pool, vm)));
+        // Takes and returns leave the mark to this (off their answer's path), as does work that
+        // changed who holds it otherwise (a rolled-back claim, say); the periodic resync would
+        // only get there up to 30 s later. (Not after a mark: a sync that failed must not be
+        // retried in a loop; the resync retries it.)
+        if (this.running && last !== "mark" && this.actuator.holderMarkMayBeStale(pool, vm)) {
+          const sync = this.work.run(vm, "mark", () => unlessGone(this.actuator.syncHolderMark(pool, vm)));
           this.work.track("holder mark", sync, vm);
         }
       },
@@ -161,6 +164,7 @@ export class Reconciler extends EventEmitter<ReconcilerEventMap> {
     if (this.events) {
       this.events.on("lifecycle", this.onLifecycle);
       this.events.on("ready", this.onEventsReady);
+      this.events.on("disconnected", this.onEventsLost);
       // Subscribed before the first listing, so no change falls between the two.
       await this.events.ready();
     }
@@ -168,7 +172,9 @@ export class Reconciler extends EventEmitter<ReconcilerEventMap> {
     // or not by the policy): the last documents read, then libvirt's.
     this.inventory.loadPolicyDocuments();
     this.conditions.load((pool) => this.manages(pool));
+    const lostBefore = this.eventStreamsLost;
     await this.listMembers();
+    if (this.events && this.eventStreamsLost === lostBefore) this.inventory.setEventsFlowing(true);
     await this.inventory.refreshPolicies();
     await recover({
       driver: this.driver,
@@ -193,6 +199,8 @@ export class Reconciler extends EventEmitter<ReconcilerEventMap> {
     this.pauseChecks.clear();
     this.events?.off("lifecycle", this.onLifecycle);
     this.events?.off("ready", this.onEventsReady);
+    this.events?.off("disconnected", this.onEventsLost);
+    this.inventory.setEventsFlowing(false);
     await this.idle();
     await this.lease.release();
   }
@@ -463,6 +471,7 @@ export class Reconciler extends EventEmitter<ReconcilerEventMap> {
 
   private readonly onLifecycle = (e: LifecycleEvent): void => {
     const pool = this.inventory.poolOf(e.domain);
+    if (e.event === "Stopped" || e.event === "Shutdown" || e.event === "Crashed") this.inventory.doubt(e.domain);
     const action = planEvent(e.event, {
       known: pool !== undefined,
       busy: this.work.isBusy(e.domain),
@@ -502,8 +511,22 @@ export class Reconciler extends EventEmitter<ReconcilerEventMap> {
     }
   };
 
-  // Events may have been missed while the stream was down.
+  // Events may have been missed while the stream was down: states are vouched for again only
+  // after a listing begun since.
   private readonly onEventsReady = (): void => {
-    if (this.running) this.work.track("resync", this.resync());
+    if (!this.running) return;
+    this.work.track(
+      "resync",
+      (async () => {
+        await this.listMembers({ fresh: true });
+        this.inventory.setEventsFlowing(true);
+        await this.resync();
+      })(),
+    );
+  };
+
+  private readonly onEventsLost = (): void => {
+    this.eventStreamsLost++;
+    this.inventory.setEventsFlowing(false);
   };
 }

@@ -2,11 +2,11 @@
 // level-triggered de-duplication as in controller-runtime's work queue: a check queued for a
 // member that has not started yet is not queued again, because when it runs it reads the
 // member's state as it is then.
-import type { MemberActivity } from "./pools";
+import { PASSIVE_ACTIVITIES, type MemberActivity } from "./pools";
 import { asError } from "./util";
 
 /** Activities that only look and then act on what they find: queuing a second one adds nothing. */
-const LEVEL_TRIGGERED: ReadonlySet<MemberActivity> = new Set(["settle", "refresh"]);
+const LEVEL_TRIGGERED: ReadonlySet<MemberActivity> = new Set(["settle", "refresh", "mark"]);
 
 interface Queued {
   readonly activity: MemberActivity;
@@ -60,16 +60,16 @@ export class MemberWorkQueue {
     return result;
   }
 
-  /** Whether work other than a refresh is queued on the member: that work keeps its state up to date. */
+  /** Whether work other than passive work is queued on the member: that work keeps its state up to date. */
   isBusy(vm: string): boolean {
-    return this.queued.get(vm)?.some((q) => q.activity !== "refresh") ?? false;
+    return this.queued.get(vm)?.some((q) => !PASSIVE_ACTIVITIES.has(q.activity)) ?? false;
   }
 
-  /** Per member with queued work: what occupies it (a refresh only when nothing else is queued). */
+  /** Per member with queued work: what occupies it (passive work only when nothing else is queued). */
   activities(): Map<string, MemberActivity> {
     const out = new Map<string, MemberActivity>();
     for (const [vm, list] of this.queued) {
-      out.set(vm, list.find((q) => q.activity !== "refresh")?.activity ?? "refresh");
+      out.set(vm, list.find((q) => !PASSIVE_ACTIVITIES.has(q.activity))?.activity ?? list[0]!.activity);
     }
     return out;
   }

@@ -90,6 +90,12 @@ export interface MigrateOptions {
 export interface LibvirtDriver {
   /** The domain type this connection defines domains with (`test` on the test hypervisor). @default "qemu" */
   readonly domainType?: string;
+  /**
+   * The same connection for work no answer waits for (holder marks, prestarts): its commands
+   * never queue ahead of a take's start or a return's revert.
+   * @default this driver
+   */
+  readonly background?: LibvirtDriver;
   /** Every defined or running domain with its state and, when present, its metadata element. */
   listDomains(options?: ListDomainsOptions): Promise<readonly DomainInfo[]>;
   domainState(name: string): Promise<DomainState>;
@@ -132,10 +138,24 @@ export class VirshDriver implements LibvirtDriver {
   private volumeSession?: VirshSession;
   /** Further sessions, started as the load asks for them (see run). */
   private readonly moreSessions: VirshSession[] = [];
+  private backgroundDriver?: VirshDriver;
   private tempDir?: Promise<string>;
 
-  constructor(private readonly options: VirshSessionOptions) {
+  constructor(
+    private readonly options: VirshSessionOptions,
+    /** Sessions `run` may spread commands over. */
+    private readonly maxSessions = PARALLEL_SESSIONS,
+  ) {
     this.session = new VirshSession(options);
+  }
+
+  /**
+   * One session of its own, started on first use. In a burst of 1000 takes the 200 holder marks
+   * written after the answers queued ahead of later takes' starts on the shared sessions.
+   */
+  get background(): VirshDriver {
+    this.backgroundDriver ??= new VirshDriver(this.options, 1);
+    return this.backgroundDriver;
   }
 
   get domainType(): string {
@@ -394,7 +414,7 @@ export class VirshDriver implements LibvirtDriver {
   private run(args: readonly string[], options?: RunOptions): Promise<string> {
     let best = this.session;
     for (const s of this.moreSessions) if (s.outstanding < best.outstanding) best = s;
-    if (best.outstanding > 0 && this.moreSessions.length < PARALLEL_SESSIONS - 1) {
+    if (best.outstanding > 0 && this.moreSessions.length < this.maxSessions - 1) {
       best = new VirshSession(this.options);
       this.moreSessions.push(best);
     }
@@ -402,7 +422,12 @@ export class VirshDriver implements LibvirtDriver {
   }
 
   async close(): Promise<void> {
-    await Promise.all([this.session.close(), this.volumeSession?.close(), ...this.moreSessions.map((s) => s.close())]);
+    await Promise.all([
+      this.session.close(),
+      this.volumeSession?.close(),
+      this.backgroundDriver?.close(),
+      ...this.moreSessions.map((s) => s.close()),
+    ]);
     if (this.tempDir) await rm(await this.tempDir, { recursive: true, force: true });
   }
 

@@ -66,6 +66,8 @@ describe("take", () => {
     await s.reconciler.idle();
     expect(await holderOf(vm)).toBe("alice");
     await s.reconciler.return(s.pool, vm, { user: "alice" });
+    // Removed right after the answer too.
+    await s.reconciler.idle();
     expect(await holderOf(vm)).toBeUndefined();
 
     // A stale mark (written while no reconciler ran) and a missing one are put right at start-up.
