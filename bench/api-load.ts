@@ -83,10 +83,15 @@ export interface DriverCall {
   readonly at: number;
 }
 
-/** The driver with every method call recorded (name, first argument, time) before it runs. */
+/**
+ * The driver with every method call recorded (name, first argument, time) before it runs,
+ * its background view's calls included.
+ */
 export function recordingDriver(driver: LibvirtDriver, calls: DriverCall[]): LibvirtDriver {
+  let background: LibvirtDriver | undefined;
   return new Proxy(driver, {
     get(target, prop) {
+      if (prop === "background" && target.background) return (background ??= recordingDriver(target.background, calls));
       const value = (target as unknown as Record<string | symbol, unknown>)[prop];
       if (typeof value !== "function" || typeof prop !== "string" || prop === "constructor") return value;
       return (...args: unknown[]) => {
