@@ -164,7 +164,8 @@ export class Actuator {
 
   prestart(pool: string, vm: string): Promise<void> {
     return this.work.run(vm, "prestart", async () => {
-      const intentId = this.store.beginIntent("prestart", pool, vm);
+      // Batched with the other prestarts of this turn (a burst of takes begins many at once).
+      const intentId = await claimQueueOf(this.store).begin("prestart", pool, vm);
       try {
         const driver = this.driver.background ?? this.driver;
         await this.withRetries(intentId, { complete: true }, async () => void (await this.startIfDown(vm, driver)));
@@ -519,7 +520,7 @@ export class Actuator {
     for (let attempt = 1; ; attempt++) {
       try {
         await effect();
-        if (options.complete) this.store.completeIntent(intentId);
+        if (options.complete) await claimQueueOf(this.store).complete(intentId);
         return;
       } catch (e) {
         const delay = this.o.retry.baseDelayMs * 2 ** (attempt - 1);

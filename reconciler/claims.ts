@@ -1,7 +1,7 @@
-import { checkMaxPerUser, type ClaimRequest, type ClaimResult, type StateStore } from "./store/store";
+import { checkMaxPerUser, type ClaimRequest, type ClaimResult, type IntentKind, type StateStore } from "./store/store";
 
 /** What a claim queue needs of the store. */
-export type ClaimStore = Pick<StateStore, "claimMany" | "completeIntents">;
+export type ClaimStore = Pick<StateStore, "claimMany" | "completeIntents" | "beginIntents">;
 
 interface Waiting {
   readonly request: ClaimRequest;
@@ -24,6 +24,11 @@ interface Waiting {
 export class ClaimQueue {
   private waiting: Waiting[] = [];
   private completions: { id: string; resolve: (done: boolean) => void; reject: (e: unknown) => void }[] = [];
+  private begins: {
+    request: { kind: IntentKind; pool: string; vm: string };
+    resolve: (id: string) => void;
+    reject: (e: unknown) => void;
+  }[] = [];
 
   constructor(private readonly store: ClaimStore) {}
 
@@ -50,6 +55,28 @@ export class ClaimQueue {
       if (this.completions.length === 0) setImmediate(() => this.flushCompletions());
       this.completions.push({ id: intentId, resolve, reject });
     });
+  }
+
+  /**
+   * Records a pending intent without a user (the replacement prestarts a burst of takes begins),
+   * in one transaction with the others of this turn; resolves with its id once committed.
+   */
+  begin(kind: IntentKind, pool: string, vm: string): Promise<string> {
+    return new Promise((resolve, reject) => {
+      if (this.begins.length === 0) setImmediate(() => this.flushBegins());
+      this.begins.push({ request: { kind, pool, vm }, resolve, reject });
+    });
+  }
+
+  private flushBegins(): void {
+    const batch = this.begins;
+    this.begins = [];
+    try {
+      const ids = this.store.beginIntents(batch.map((b) => b.request));
+      batch.forEach((b, i) => b.resolve(ids[i]!));
+    } catch (e) {
+      for (const b of batch) b.reject(e);
+    }
   }
 
   private flushCompletions(): void {

@@ -417,6 +417,13 @@ export class StateStore {
     return id;
   }
 
+  /** {@link beginIntent} for several intents in one transaction (one commit, one fsync); ids in order. */
+  beginIntents(
+    requests: readonly { readonly kind: IntentKind; readonly pool: string; readonly vm: string }[],
+  ): string[] {
+    return this.db.transaction((): string[] => requests.map((r) => this.beginIntent(r.kind, r.pool, r.vm))).immediate();
+  }
+
   intent(id: string): Intent | undefined {
     const row = this.q.intent.get(id);
     return row && toIntent(row);

@@ -17,7 +17,7 @@ afterEach(() => {
 
 /** The store with its batch calls counted. */
 function counting(store: StateStore) {
-  const counts = { claimMany: 0, completeIntents: 0 };
+  const counts = { claimMany: 0, completeIntents: 0, beginIntents: 0 };
   return {
     counts,
     claimMany: (r: readonly ClaimRequest[], c: (pool: string) => readonly string[]) => {
@@ -27,6 +27,10 @@ function counting(store: StateStore) {
     completeIntents: (ids: readonly string[]) => {
       counts.completeIntents++;
       return store.completeIntents(ids);
+    },
+    beginIntents: (r: Parameters<StateStore["beginIntents"]>[0]) => {
+      counts.beginIntents++;
+      return store.beginIntents(r);
     },
   };
 }
@@ -218,6 +222,22 @@ describe("ClaimQueue", () => {
     await expect(unknown).rejects.toThrow("unknown intent no-such-intent");
     for (const id of ids) expect(store.intent(id)?.state).toBe("done");
     expect(c.counts.completeIntents).toBe(1 + 5); // the batch, then each of the five alone after it failed
+  });
+
+  it("begins the intents of one turn (a burst's replacement prestarts) in one transaction", async () => {
+    const store = open();
+    const c = counting(store);
+    const queue = new ClaimQueue(c);
+    const ids = await Promise.all(["vm-1", "vm-2", "vm-3"].map((vm) => queue.begin("prestart", "p", vm)));
+    expect(c.counts.beginIntents).toBe(1);
+    expect(ids.map((id) => [store.intent(id)?.kind, store.intent(id)?.vm, store.intent(id)?.state])).toEqual([
+      ["prestart", "vm-1", "pending"],
+      ["prestart", "vm-2", "pending"],
+      ["prestart", "vm-3", "pending"],
+    ]);
+    // The next turn's begin is a transaction of its own.
+    await queue.begin("prestart", "p", "vm-4");
+    expect(c.counts.beginIntents).toBe(2);
   });
 });
 
