@@ -1,6 +1,6 @@
 import { TerraformAsset, AssetType, TerraformStack } from "cdktf";
 import type { Construct } from "constructs";
-import { join } from "node:path";
+import { HOST_PROBE_SCRIPT } from "../libvirt-provider/probe-script";
 import { LibvirtProvider } from "../../providers/gen/providers/libvirt/provider";
 import { ExternalProvider } from "../../providers/gen/providers/external/provider";
 import type { HostRef } from "../../core";
@@ -44,7 +44,7 @@ export function hostProbeAsset(scope: Construct): TerraformAsset {
   return (
     (stack.node.tryFindChild("vmpools-host-probe") as TerraformAsset | undefined) ??
     new TerraformAsset(stack, "vmpools-host-probe", {
-      path: join(__dirname, "assets", "host-probe.cjs"),
+      path: HOST_PROBE_SCRIPT,
       type: AssetType.FILE,
     })
   );

@@ -36,7 +36,7 @@ test("the tarball holds compiled code with type declarations and no tests, bench
     expect(files).toContain(`package/dist/${entry}.js`);
     expect(files).toContain(`package/dist/${entry}.d.ts`);
   }
-  expect(files).toContain("package/dist/engines/cdktf/assets/host-probe.cjs");
+  expect(files).toContain("package/dist/engines/libvirt-provider/host-probe.cjs");
   expect(files).toContain("package/dist/providers/gen/providers/libvirt/domain/index.js");
   expect(files.filter((f) => /(^|\/)(test|bench|examples|stacks|scripts)\//.test(f.replace("package/", "")))).toEqual(
     [],

@@ -6,7 +6,7 @@ import type { ChildProcess } from "node:child_process";
 import { HOLDER_NAMESPACE, METADATA_NAMESPACE } from "../../../core";
 import { TEST_URI, holdTestDriver, releaseTestDriver, requireLibvirtd, virsh } from "../../support/libvirt";
 
-const PROBE = join(__dirname, "../../../engines/cdktf/assets/host-probe.cjs");
+const PROBE = join(__dirname, "../../../engines/libvirt-provider/host-probe.cjs");
 const suffix = `${process.pid}`;
 
 function probe(query: Record<string, string>): Record<string, string> {
