@@ -1,6 +1,6 @@
 import { TerraformAsset, AssetType, TerraformStack } from "cdktf";
 import type { Construct } from "constructs";
-import { HOST_PROBE_SCRIPT } from "../libvirt-provider/probe-script";
+import { HOST_PROBE_SCRIPT } from "../libvirt-provider/probe";
 import { LibvirtProvider } from "../../providers/gen/providers/libvirt/provider";
 import { ExternalProvider } from "../../providers/gen/providers/external/provider";
 import type { HostRef } from "../../core";

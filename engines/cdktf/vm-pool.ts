@@ -1,19 +1,10 @@
 import { Annotations, TerraformOutput, TerraformStack } from "cdktf";
 import { Construct } from "constructs";
 import { createHash } from "node:crypto";
-import {
-  HOLDER_NAMESPACE,
-  METADATA_NAMESPACE,
-  planPool,
-  configDiskOf,
-  memberNamePattern,
-  type PoolPlan,
-  type VmPlan,
-  type HostRef,
-  type VmPoolProps,
-} from "../../core";
+import { planPool, configDiskOf, type PoolPlan, type VmPlan, type HostRef, type VmPoolProps } from "../../core";
 import { buildConfigMedia } from "../../core/media";
 import { DataExternal } from "../../providers/gen/providers/external/data-external";
+import { guardChecks, probeQuery, type GuardCheck } from "../libvirt-provider/probe";
 import { externalProviderFor, hostProbeAsset, libvirtProviderFor, providerAlias } from "./providers";
 import { claimLogicalId, reserveName, terraformName } from "./addresses";
 import { POOL_ASSET_DIR, POOL_FILE_SUFFIX, StackPoolFiles, type PoolAsset } from "./pool-files";
@@ -217,48 +208,26 @@ export class VmPool extends Construct {
    * space and refuses a plan that would silently destroy members after `size` was lowered.
    */
   private hostProbe(host: HostRef): DataExternal {
-    const { pool } = this.plan;
     const asset = hostProbeAsset(this);
-    // A held VM is never destroyed by a shrink, allowShrink or not (seed: never while held).
-    const held = {
-      condition: '${self.result.held_above == ""}',
-      errorMessage:
-        `Pool ${pool.name}: host ${host.name} has members above the new size ${pool.size} that users hold ` +
-        `(\${self.result.held_above}); lowering size would destroy them. Have them returned first ` +
-        `(vmpools return), or raise size again.`,
+    // Terraform conditions: the same checks as the Pulumi component's, on the data source's result.
+    const conditions: Record<GuardCheck["field"], string> = {
+      held_above: '${self.result.held_above == ""}',
+      undetached: '${self.result.undetached == ""}',
+      max_member_index: `\${tonumber(self.result.max_member_index) <= ${this.plan.pool.size}}`,
+      storage_pool: "true",
+      available_bytes: "true",
+      member_count: "true",
     };
-    const undetached = {
-      condition: '${self.result.undetached == ""}',
-      errorMessage:
-        `Pool ${pool.name}: host ${host.name} has members listed in detached that are still members ` +
-        `(\${self.result.undetached}); run vmpools detach POOL VM for each first (Down members only).`,
-    };
-    const guard = pool.allowShrink
-      ? [held, undetached]
-      : [
-          {
-            condition: `\${tonumber(self.result.max_member_index) <= ${pool.size}}`,
-            errorMessage:
-              `Pool ${pool.name}: host ${host.name} has members above the new size ${pool.size}; lowering size ` +
-              `would destroy them. Raise size again, detach those members, or set allowShrink: true.`,
-          },
-          held,
-          undetached,
-        ];
     const probe = new DataExternal(this, `probe-${host.name}`, {
       provider: externalProviderFor(this),
       program: ["node", `\${path.module}/${asset.path}`],
-      query: {
-        uri: host.uri,
-        candidates: pool.storage.candidates.map((c) => c.name).join(","),
-        member_pattern: memberNamePattern(pool.mask).source,
-        // Detached members keep their names but are independent VMs now, not members.
-        detached: pool.detached.join(","),
-        size: String(pool.size),
-        holder_uri: HOLDER_NAMESPACE,
-        member_uri: METADATA_NAMESPACE,
+      query: probeQuery(this.plan, host),
+      lifecycle: {
+        postcondition: guardChecks(this.plan, host).map((c) => ({
+          condition: conditions[c.field],
+          errorMessage: c.message(`\${self.result.${c.field}}`),
+        })),
       },
-      lifecycle: { postcondition: guard },
     });
     // A readable name, which the member resources in the pool's file refer to.
     claimLogicalId(probe, terraformName(`${this.poolPath}_probe_${providerAlias(host)}`));
