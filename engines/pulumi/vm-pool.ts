@@ -1,0 +1,217 @@
+import * as pulumi from "@pulumi/pulumi";
+import { execFile } from "node:child_process";
+import { createHash, randomBytes } from "node:crypto";
+import { chmodSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
+import { join, resolve } from "node:path";
+import { configDiskOf, planPool, type HostRef, type PoolPlan, type VmPlan, type VmPoolProps } from "../../core";
+import { buildConfigMedia } from "../../core/media";
+import { hasMediaVolume, memberDomain, memberVolumes } from "../libvirt-provider/attributes";
+import { guardChecks, HOST_PROBE_SCRIPT, probeQuery, type ProbeResult } from "../libvirt-provider/probe";
+import { toPulumiInputs } from "./names";
+import { LIBVIRT_TYPES, libvirtProvider, libvirtResource } from "./package";
+
+export type { VmPoolProps } from "../../core";
+
+export interface VmPoolOptions extends pulumi.ComponentResourceOptions {
+  /**
+   * Where the initial-run images and the policy document are written for the provider to
+   * upload (folders 0700, images 0600: they hold the sysprep and cloud-init secrets).
+   * @default `.vmpools/<project>.<stack>/<name>` under the program's working directory
+   */
+  readonly assetDir?: string;
+  /**
+   * How a host is probed: the query is host-probe.cjs's input, the answer its output.
+   * @default runs engines/libvirt-provider/host-probe.cjs (virsh against the host's URI)
+   */
+  readonly hostProbe?: (query: Readonly<Record<string, string>>) => Promise<ProbeResult>;
+}
+
+/** One member's resources. */
+export interface PoolMember {
+  readonly plan: VmPlan;
+  readonly systemVolume: pulumi.CustomResource;
+  readonly mediaVolume?: pulumi.CustomResource;
+  readonly domain: pulumi.CustomResource;
+}
+
+/**
+ * An oVirt-style VM pool as a Pulumi component: the same props, validation, members, media,
+ * metadata and edit rules as the cdktf `VmPool`, rendered from the same description of the
+ * provider's resources (engines/libvirt-provider) through Pulumi's terraform-provider plugin.
+ *
+ * Member resources are creation-time (`ignoreChanges: ["*"]`): the provider's in-place update of
+ * a domain shuts the guest down, and a volume update always fails. As in oVirt, an edit affects
+ * only members created afterwards; the policy lives in a policy volume per host, replaced when the
+ * policy changes (its upload path carries the document's hash), which the reconciler reads.
+ * Resources with fixed libvirt names are deleted before their replacement is created.
+ *
+ * While the program runs (at preview and at up) each host is probed as `terraform plan` probes
+ * it: the storage pool with the most free space, and the shrink guard, which fails the program
+ * with the same messages as the cdktf construct's postconditions.
+ */
+export class VmPool extends pulumi.ComponentResource {
+  /** The engine-neutral plan this component rendered. */
+  readonly plan: PoolPlan;
+  readonly members: readonly PoolMember[];
+  readonly memberNames: pulumi.Output<string[]>;
+
+  constructor(name: string, props: VmPoolProps, opts: VmPoolOptions = {}) {
+    // No inputs: the props hold the sysprep and cloud-init secrets, and a component's inputs are
+    // stored in the state as they are.
+    super("vmpools:index:VmPool", name, {}, opts);
+    this.plan = planPool(props, `VmPool ${name}`);
+    for (const warning of this.plan.warnings) void pulumi.log.warn(warning, this);
+    const { pool, policy } = this.plan;
+    const assetDir = resolve(
+      opts.assetDir ?? join(".vmpools", `${pulumi.getProject()}.${pulumi.getStack()}`, safeName(name)),
+    );
+    const protect = pool.deleteProtection;
+
+    // Every cluster host gets its provider and probe, also those without a member under the
+    // current size: members created earlier may live there (and the shrink guard looks there).
+    const hosts = new Map(
+      pool.clusterHosts.map((host) => {
+        const provider = libvirtProvider(`${name}-${host.name}`, host.uri, { parent: this });
+        const probe = probeHost(this.plan, host, opts.hostProbe ?? runHostProbe);
+        return [host.name, { host, provider, probe }] as const;
+      }),
+    );
+    const storagePool = (host: HostRef): pulumi.Input<string> => {
+      const { candidates, autoSelectTarget } = pool.storage;
+      return autoSelectTarget && candidates.length > 1
+        ? hosts.get(host.name)!.probe.apply((r) => r.storage_pool)
+        : // Still after the probe: a failed shrink guard must stop every member.
+          hosts.get(host.name)!.probe.apply(() => candidates[0]!.name);
+    };
+
+    const member = (m: VmPlan, detached: boolean): PoolMember => {
+      const { provider } = hosts.get(m.host.name)!;
+      const config = configDiskOf(m);
+      const mediaUrl = config && m.configMedia ? writeMedia(assetDir, config.volumeName, m) : undefined;
+      const options: pulumi.CustomResourceOptions = {
+        parent: this,
+        provider,
+        protect,
+        ignoreChanges: ["*"],
+        deleteBeforeReplace: true,
+        // A detached member is an independent VM now (seed): never deleted, whatever happens to the stack.
+        ...(detached ? { retainOnDelete: true } : {}),
+      };
+      const volumes = memberVolumes<pulumi.Input<unknown>>(m, {
+        storagePool: storagePool(m.host),
+        ...(mediaUrl ? { mediaUrl } : {}),
+      });
+      const systemVolume = libvirtResource(
+        LIBVIRT_TYPES.volume,
+        `${name}-${m.name}-system`,
+        toPulumiInputs(volumes.system),
+        options,
+      );
+      const mediaVolume =
+        volumes.media &&
+        libvirtResource(LIBVIRT_TYPES.volume, `${name}-${m.name}-media`, toPulumiInputs(volumes.media), options);
+      const byRole = { system: systemVolume, config: mediaVolume };
+      const domain = libvirtResource(
+        LIBVIRT_TYPES.domain,
+        `${name}-${m.name}`,
+        toPulumiInputs(
+          memberDomain<pulumi.Input<unknown>>(m, hasMediaVolume(m, mediaUrl), {
+            volume: (role, attribute) => outputOf(byRole[role]!, attribute),
+            // Random, set once at creation (ignoreChanges keeps the first), encrypted in the state.
+            consolePassword: pulumi.secret(randomBytes(18).toString("base64url")),
+          }),
+        ),
+        options,
+      );
+      return { plan: m, systemVolume, ...(mediaVolume ? { mediaVolume } : {}), domain };
+    };
+    this.members = this.plan.members.map((m) => member(m, false));
+    // Detached members stay registered, unchanged and retained, so that no up and no destroy
+    // removes them; the reconciler has already taken them out of the pool (vmpools detach).
+    for (const m of this.plan.detached) member(m, true);
+
+    // The policy document on every cluster host. A new document is a new upload path, which
+    // replaces the volume (volumes cannot be updated in place); nothing depends on it, so the
+    // replacement touches no member.
+    const policyFile = writeAsset(
+      assetDir,
+      `policy-${createHash("sha256").update(policy.xml).digest("hex").slice(0, 16)}.xml`,
+      policy.xml,
+      0o644,
+    );
+    for (const { host, provider } of hosts.values()) {
+      libvirtResource(
+        LIBVIRT_TYPES.volume,
+        `${name}-policy-${host.name}`,
+        toPulumiInputs({
+          name: policy.volumeName,
+          pool: hosts.get(host.name)!.probe.apply(() => pool.storage.candidates[0]!.name),
+          target: { format: { type: "raw" } },
+          create: { content: { url: policyFile } },
+        }),
+        { parent: this, provider, deleteBeforeReplace: true, replaceOnChanges: ["create"] },
+      );
+    }
+
+    this.memberNames = pulumi.output(this.plan.members.map((m) => m.name));
+    // The probes among the outputs: a pool with no member still fails when a check does.
+    const probed = pulumi.all([...hosts.values()].map((h) => h.probe)).apply((results) => results.length);
+    this.registerOutputs({ memberNames: this.memberNames, hostsProbed: probed });
+  }
+}
+
+/** Resource names from Pulumi names: file names for the assets. */
+const safeName = (name: string) => name.replace(/[^A-Za-z0-9._-]/g, "_");
+
+/** An output property of a resource registered by token (the SDK defines one per input). */
+function outputOf(resource: pulumi.CustomResource, property: string): pulumi.Output<unknown> {
+  return (resource as unknown as Record<string, pulumi.Output<unknown>>)[property]!;
+}
+
+/** The probe's answer for the host, failing when a check of the shrink guard fails (at preview as at up). */
+function probeHost(
+  plan: PoolPlan,
+  host: HostRef,
+  run: NonNullable<VmPoolOptions["hostProbe"]>,
+): pulumi.Output<ProbeResult> {
+  return pulumi.output(
+    run(probeQuery(plan, host)).then((result) => {
+      const failed = guardChecks(plan, host).filter((c) => c.failed(result));
+      if (failed.length > 0) throw new Error(failed.map((c) => c.message(result[c.field])).join("\n"));
+      return result;
+    }),
+  );
+}
+
+/** Runs host-probe.cjs as Terraform's external data source would. */
+function runHostProbe(query: Readonly<Record<string, string>>): Promise<ProbeResult> {
+  return new Promise((ok, fail) => {
+    const child = execFile(process.execPath, [HOST_PROBE_SCRIPT], { encoding: "utf8" }, (error, stdout, stderr) => {
+      if (error) return fail(new Error(`probing ${query.uri} failed: ${stderr.trim() || error.message}`));
+      ok(JSON.parse(stdout) as ProbeResult);
+    });
+    child.stdin!.end(JSON.stringify(query));
+  });
+}
+
+/** The member's initial-run image, built now (deterministic for the same plan); its absolute path. */
+function writeMedia(dir: string, fileName: string, m: VmPlan): string {
+  return writeAsset(dir, fileName, buildConfigMedia(m.configMedia!).image, 0o600);
+}
+
+/** Writes a file unless it already holds `content`; folders 0700 (media hold secrets). */
+function writeAsset(dir: string, fileName: string, content: string | Buffer, mode: number): string {
+  mkdirSync(dir, { recursive: true, mode: 0o700 });
+  chmodSync(dir, 0o700);
+  const file = join(dir, fileName);
+  const bytes = typeof content === "string" ? Buffer.from(content) : content;
+  let same = false;
+  try {
+    same = readFileSync(file).equals(bytes);
+  } catch {
+    // not there yet
+  }
+  if (!same) writeFileSync(file, bytes, { mode });
+  chmodSync(file, mode);
+  return file;
+}
