@@ -10,7 +10,7 @@
 import { execFileSync } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { mkdirSync } from "node:fs";
-import type { Server } from "node:http";
+import { createServer, type Server } from "node:http";
 import type { AddressInfo } from "node:net";
 import { cpus, loadavg, totalmem } from "node:os";
 import { join } from "node:path";
@@ -172,6 +172,45 @@ async function bursts(b: Bench) {
   }
 }
 
+/**
+ * The floor under the burst figures: the same client sends 1000 takes at once to a server that
+ * answers each with a 409 straight away (no reconciler, no auth, no store), on the same machine.
+ * What is left between this and the burst is the reconciler's own work.
+ */
+async function httpFloor(): Promise<void> {
+  const server = createServer((req, res) => {
+    req.resume();
+    req.on("end", () => {
+      res.writeHead(409, { "content-type": "application/json" });
+      res.end('{"error":"no-free-vm","message":"floor"}');
+    });
+  });
+  await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));
+  const url = new URL(`http://127.0.0.1:${(server.address() as AddressInfo).port}`);
+  const totals: number[] = [];
+  try {
+    for (let run = 0; run < RUNS; run++) {
+      // A new client (thread, connections) per run, as each burst has.
+      const client = new ApiClient(url);
+      try {
+        const t0 = performance.now();
+        await Promise.all(Array.from({ length: 1000 }, (_, i) => client.post("/v1/pools/floor/take", `token-${i}`)));
+        totals.push(performance.now() - t0);
+      } finally {
+        await client.close();
+      }
+    }
+  } finally {
+    server.closeAllConnections();
+    server.close();
+  }
+  rows.push([
+    "the floor: 1000 requests, same client, to a server answering each at once",
+    mm(totals, " s", 0).replace(/([\d.]+)/g, (x) => fmt(Number(x) / 1000, 2)),
+    "—",
+  ]);
+}
+
 /** After a burst: refusals of every kind, and the libvirt calls made while they were answered. */
 async function refusals(b: Bench) {
   await withSetup(
@@ -215,6 +254,7 @@ async function onTestHypervisor(): Promise<void> {
     const b = { driver, events };
     await sequential(b);
     await bursts(b);
+    await httpFloor();
     await refusals(b);
   } finally {
     await events.close();
