@@ -12,6 +12,7 @@ echo "== libvirtd" && bash scripts/libvirt-up.sh
 # The Terraform provider stand-ins (built once, cached) and their own Go tests, which must find
 # libvirtd (never skip).
 echo "== terraform tools" && bash scripts/terraform-tools.sh >/dev/null
+echo "== pulumi tools" && bash scripts/pulumi-tools.sh >/dev/null
 echo "== go test (provider stand-ins)" &&
   (cd tools/terraform-standins && GOFLAGS=-mod=readonly go test ./...)
 echo "== jest (parallel)" && npx jest --ci --testPathIgnorePatterns '\.serial\.test\.ts$' "$@"
