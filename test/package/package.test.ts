@@ -32,7 +32,7 @@ const run = (cmd: string, args: readonly string[], env: NodeJS.ProcessEnv = {}) 
 
 test("the tarball holds compiled code with type declarations and no tests, benchmarks or sources", () => {
   const files = execFileSync("tar", ["-tzf", tarball], { encoding: "utf8" }).split("\n").filter(Boolean);
-  for (const entry of ["index", "core/index", "engines/cdktf/index", "reconciler/index"]) {
+  for (const entry of ["index", "core/index", "engines/cdktf/index", "engines/pulumi/index", "reconciler/index"]) {
     expect(files).toContain(`package/dist/${entry}.js`);
     expect(files).toContain(`package/dist/${entry}.d.ts`);
   }
