@@ -143,6 +143,19 @@ test("100 concurrent commands each get their own answer", async () => {
   expect(new Set(answers.slice(100))).toEqual(new Set(["shut off"]));
 });
 
+test("background work runs on a session of its own, which never waits behind the shared ones", async () => {
+  const background = driver.background;
+  expect(driver.background).toBe(background); // one, made once
+  // The shared session busy for a second: the background answers meanwhile.
+  const busy = driver.session.run(["event", "--event", "lifecycle", "--timeout", "1"]);
+  const t0 = Date.now();
+  expect(await background.domainState(PLAIN)).toBe("shut off");
+  expect(Date.now() - t0).toBeLessThan(900);
+  await busy;
+  expect(background.session.pid).toBeDefined();
+  expect(background.session.pid).not.toBe(driver.session.pid);
+});
+
 test("the session survives a killed virsh child and fails what was in flight", async () => {
   await driver.domainState(NAME);
   const first = driver.session.pid!;
