@@ -1,7 +1,7 @@
 import * as pulumi from "@pulumi/pulumi";
 import { execFile } from "node:child_process";
 import { createHash, randomBytes } from "node:crypto";
-import { chmodSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
+import { chmodSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { join, resolve } from "node:path";
 import { configDiskOf, planPool, type HostRef, type PoolPlan, type VmPlan, type VmPoolProps } from "../../core";
 import { buildConfigMedia } from "../../core/media";
@@ -15,7 +15,9 @@ export type { VmPoolProps } from "../../core";
 export interface VmPoolOptions extends pulumi.ComponentResourceOptions {
   /**
    * Where the initial-run images and the policy document are written for the provider to
-   * upload (folders 0700, images 0600: they hold the sysprep and cloud-init secrets).
+   * upload (folders 0700, images 0600: they hold the sysprep and cloud-init secrets). The folder
+   * is this pool's alone: what the program did not write this time (a removed member's media,
+   * an old policy document) is deleted.
    * @default `.vmpools/<project>.<stack>/<name>` under the program's working directory
    */
   readonly assetDir?: string;
@@ -56,10 +58,12 @@ export class VmPool extends pulumi.ComponentResource {
   readonly memberNames: pulumi.Output<string[]>;
 
   constructor(name: string, props: VmPoolProps, opts: VmPoolOptions = {}) {
+    // Validated before anything is registered.
+    const plan = planPool(props, `VmPool ${name}`);
     // No inputs: the props hold the sysprep and cloud-init secrets, and a component's inputs are
     // stored in the state as they are.
     super("vmpools:index:VmPool", name, {}, opts);
-    this.plan = planPool(props, `VmPool ${name}`);
+    this.plan = plan;
     for (const warning of this.plan.warnings) void pulumi.log.warn(warning, this);
     const { pool, policy } = this.plan;
     const assetDir = resolve(
@@ -84,10 +88,12 @@ export class VmPool extends pulumi.ComponentResource {
           hosts.get(host.name)!.probe.apply(() => candidates[0]!.name);
     };
 
+    const written = new Set<string>();
     const member = (m: VmPlan, detached: boolean): PoolMember => {
       const { provider } = hosts.get(m.host.name)!;
       const config = configDiskOf(m);
       const mediaUrl = config && m.configMedia ? writeMedia(assetDir, config.volumeName, m) : undefined;
+      if (mediaUrl) written.add(mediaUrl);
       const options: pulumi.CustomResourceOptions = {
         parent: this,
         provider,
@@ -139,6 +145,11 @@ export class VmPool extends pulumi.ComponentResource {
       policy.xml,
       0o644,
     );
+    written.add(policyFile);
+    // Secrets of members that are gone must not stay behind.
+    for (const f of readdirSync(assetDir)) {
+      if (!written.has(join(assetDir, f))) rmSync(join(assetDir, f), { recursive: true, force: true });
+    }
     for (const { host, provider } of hosts.values()) {
       libvirtResource(
         LIBVIRT_TYPES.volume,

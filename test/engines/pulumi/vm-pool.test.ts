@@ -368,13 +368,11 @@ describe("secrets", () => {
 });
 
 describe("assets", () => {
-  // BUG in engines/pulumi/vm-pool.ts: files an earlier run wrote into assetDir stay there for
-  // good: the media of members a shrink removed (sysprep passwords, product key, cloud-init
-  // hashes in them) and every earlier policy document. cdktf's synth removes what it did not
-  // write this time (engines/cdktf/pool-files.ts, removeUnwritten). Marked `failing` until the
-  // component removes them (the fix: collect every path writeAsset returns in the constructor,
-  // then remove the other entries of assetDir); then make it a plain `it`.
-  it.failing("after a shrink and a policy change, assetDir holds only what the registered volumes upload", async () => {
+  // Found by this test: files an earlier run wrote into assetDir stayed there for good, the media
+  // of members a shrink removed (sysprep passwords, product key, cloud-init hashes in them) and
+  // every earlier policy document. Like cdktf's synth (engines/cdktf/pool-files.ts), the
+  // component now removes what it did not write this time.
+  it("after a shrink and a policy change, assetDir holds only what the registered volumes upload", async () => {
     const assetDir = join(assetRoot, "stale");
     const props = { ...windowsServerPoolProps(), deleteProtection: false };
     await deploy({ ...props, size: 4, maxVmsPerUser: 1 }, { assetDir });
