@@ -160,7 +160,15 @@ export class VmPool extends pulumi.ComponentResource {
           target: { format: { type: "raw" } },
           create: { content: { url: policyFile } },
         }),
-        { parent: this, provider, deleteBeforeReplace: true, replaceOnChanges: ["create"] },
+        // Only a new document replaces it (as cdktf's replace_triggered_by); anything else would
+        // be an in-place update, which the provider refuses for volumes.
+        {
+          parent: this,
+          provider,
+          deleteBeforeReplace: true,
+          replaceOnChanges: ["create"],
+          ignoreChanges: ["name", "pool", "target"],
+        },
       );
     }
 

@@ -191,10 +191,11 @@ describe("options", () => {
           replaceOnChanges: [],
         });
       }
-      // The policy volume is no member: replaced whenever its document changes, never protected.
+      // The policy volume is no member: replaced whenever its document changes (and only then, as
+      // cdktf's replace_triggered_by: other changes are ignored), never protected.
       expect(d.get(VOLUME, "MyPool-policy-localhost").options).toEqual({
         protect: undefined,
-        ignoreChanges: [],
+        ignoreChanges: ["name", "pool", "target"],
         deleteBeforeReplace: true,
         retainOnDelete: undefined,
         replaceOnChanges: ["create"],
