@@ -8,6 +8,7 @@ import { join } from "node:path";
 import { cpus, loadavg } from "node:os";
 import { performance } from "node:perf_hooks";
 import { VmPool } from "../engines/pulumi";
+import { median, min } from "./api-load";
 import { makeSite, prefixOf, siteProps, stackWith } from "../test/deploy/support";
 import { requireLibvirtd } from "../test/support/libvirt";
 import { openStack } from "../test/support/pulumi";
@@ -16,11 +17,8 @@ import { TerraformProject } from "../test/support/terraform";
 const RUNS = Number(process.env.RUNS ?? 3);
 const sizes = (process.argv[2] ?? "100,1000").split(",").map(Number);
 
-const stats = (values: number[]) => {
-  const sorted = [...values].sort((a, b) => a - b);
-  return { min: sorted[0]!, median: sorted[Math.floor(sorted.length / 2)]! };
-};
 const fmt = (ms: number) => `${(ms / 1000).toFixed(2)} s`;
+const stats = (values: number[]) => ({ min: min(values), median: median(values) });
 
 async function main(): Promise<void> {
   requireLibvirtd("qemu:///system");

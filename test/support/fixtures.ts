@@ -43,3 +43,25 @@ export function memberMetadataFixture(overrides: Partial<MemberMetadata> = {}): 
     ...overrides,
   };
 }
+
+/** The Windows example's secrets, as its environment variables name them (examples/windows-server-pool.props.ts). */
+export interface WindowsSecrets {
+  readonly domainPassword: string;
+  readonly adminPassword: string;
+  readonly productKey: string;
+}
+
+/** Runs `fn` with the Windows example's secrets in the environment, as a real stack's would be, then restores it. */
+export function withWindowsSecrets<T>(secrets: WindowsSecrets, fn: () => T): T {
+  const saved = { ...process.env };
+  Object.assign(process.env, {
+    VMPOOLS_DOMAIN_PASSWORD: secrets.domainPassword,
+    VMPOOLS_ADMIN_PASSWORD: secrets.adminPassword,
+    VMPOOLS_PRODUCT_KEY: secrets.productKey,
+  });
+  try {
+    return fn();
+  } finally {
+    process.env = saved;
+  }
+}

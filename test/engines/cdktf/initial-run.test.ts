@@ -6,7 +6,7 @@ import { join, relative } from "node:path";
 import { VmPool, readStackDir, synthStack } from "../../../engines/cdktf";
 import { PoolSpecError, SysprepConfig, type VmPoolProps } from "../../../core";
 import { WindowsServerPoolStack } from "../../../examples/windows-server-pool";
-import { validProps } from "../../support/fixtures";
+import { validProps, withWindowsSecrets } from "../../support/fixtures";
 
 type Json = Record<string, any>; // eslint-disable-line @typescript-eslint/no-explicit-any
 
@@ -14,19 +14,8 @@ const DOMAIN_PASSWORD = `Dom<&"'>pässwörd€-${process.pid}`;
 const ADMIN_PASSWORD = `Adm!n-${process.pid}-ünïcode`;
 const PRODUCT_KEY = "ABCDE-FGHIJ-KLMNO-PQRST-UVWXY";
 
-function withSecrets<T>(fn: () => T): T {
-  const saved = { ...process.env };
-  Object.assign(process.env, {
-    VMPOOLS_DOMAIN_PASSWORD: DOMAIN_PASSWORD,
-    VMPOOLS_ADMIN_PASSWORD: ADMIN_PASSWORD,
-    VMPOOLS_PRODUCT_KEY: PRODUCT_KEY,
-  });
-  try {
-    return fn();
-  } finally {
-    process.env = saved;
-  }
-}
+const withSecrets = <T>(fn: () => T): T =>
+  withWindowsSecrets({ domainPassword: DOMAIN_PASSWORD, adminPassword: ADMIN_PASSWORD, productKey: PRODUCT_KEY }, fn);
 
 function allFiles(dir: string): string[] {
   return readdirSync(dir).flatMap((e) =>

@@ -13,7 +13,7 @@ import { guardChecks, probeQuery, type ProbeResult } from "../../../engines/libv
 import { VmPool } from "../../../engines/pulumi";
 import { LIBVIRT_TYPES } from "../../../engines/pulumi/package";
 import { windowsServerPoolProps } from "../../../examples/windows-server-pool.props";
-import { validProps } from "../../support/fixtures";
+import { validProps, withWindowsSecrets } from "../../support/fixtures";
 import { runMocked, SecretValue, type MockRun, type Registration } from "../../support/pulumi-mocks";
 
 type Json = Record<string, any>; // eslint-disable-line @typescript-eslint/no-explicit-any
@@ -290,17 +290,8 @@ describe("secrets", () => {
 
   /** The example's props, its secrets from the environment as a real stack's would be. */
   function windowsProps(): VmPoolProps {
-    const saved = { ...process.env };
-    Object.assign(process.env, {
-      VMPOOLS_DOMAIN_PASSWORD: DOMAIN_PASSWORD,
-      VMPOOLS_ADMIN_PASSWORD: ADMIN_PASSWORD,
-      VMPOOLS_PRODUCT_KEY: PRODUCT_KEY,
-    });
-    try {
-      return { ...windowsServerPoolProps(), size: 3 };
-    } finally {
-      process.env = saved;
-    }
+    const secrets = { domainPassword: DOMAIN_PASSWORD, adminPassword: ADMIN_PASSWORD, productKey: PRODUCT_KEY };
+    return withWindowsSecrets(secrets, () => ({ ...windowsServerPoolProps(), size: 3 }));
   }
   const linuxProps = () =>
     validProps({
