@@ -89,6 +89,43 @@ export class VmPool extends pulumi.ComponentResource {
     };
 
     const written = new Set<string>();
+    // The policy document on every cluster host. A new document is a new upload path, which
+    // replaces the volume (volumes cannot be updated in place). The host's member domains depend
+    // on it (dependsOn alone, no input of theirs: its replacement replaces none of them), so a
+    // destroy refused by a protected member deletes no policy volume either.
+    const policyFile = writeAsset(
+      assetDir,
+      `policy-${createHash("sha256").update(policy.xml).digest("hex").slice(0, 16)}.xml`,
+      policy.xml,
+      0o644,
+    );
+    written.add(policyFile);
+    const policyVolumes = new Map<string, pulumi.CustomResource>();
+    for (const { host, provider } of hosts.values()) {
+      policyVolumes.set(
+        host.name,
+        libvirtResource(
+          LIBVIRT_TYPES.volume,
+          `${name}-policy-${host.name}`,
+          toPulumiInputs({
+            name: policy.volumeName,
+            pool: hosts.get(host.name)!.probe.apply(() => pool.storage.candidates[0]!.name),
+            target: { format: { type: "raw" } },
+            create: { content: { url: policyFile } },
+          }),
+          // Only a new document replaces it (as cdktf's replace_triggered_by); anything else would
+          // be an in-place update, which the provider refuses for volumes.
+          {
+            parent: this,
+            provider,
+            deleteBeforeReplace: true,
+            replaceOnChanges: ["create"],
+            ignoreChanges: ["name", "pool", "target"],
+          },
+        ),
+      );
+    }
+
     const member = (m: VmPlan, detached: boolean): PoolMember => {
       const { provider } = hosts.get(m.host.name)!;
       const config = configDiskOf(m);
@@ -127,7 +164,7 @@ export class VmPool extends pulumi.ComponentResource {
             consolePassword: pulumi.secret(randomBytes(18).toString("base64url")),
           }),
         ),
-        options,
+        { ...options, dependsOn: [policyVolumes.get(m.host.name)!] },
       );
       return { plan: m, systemVolume, ...(mediaVolume ? { mediaVolume } : {}), domain };
     };
@@ -136,42 +173,10 @@ export class VmPool extends pulumi.ComponentResource {
     // removes them; the reconciler has already taken them out of the pool (vmpools detach).
     for (const m of this.plan.detached) member(m, true);
 
-    // The policy document on every cluster host. A new document is a new upload path, which
-    // replaces the volume (volumes cannot be updated in place); nothing depends on it, so the
-    // replacement touches no member.
-    const policyFile = writeAsset(
-      assetDir,
-      `policy-${createHash("sha256").update(policy.xml).digest("hex").slice(0, 16)}.xml`,
-      policy.xml,
-      0o644,
-    );
-    written.add(policyFile);
     // Secrets of members that are gone must not stay behind.
     for (const f of readdirSync(assetDir)) {
       if (!written.has(join(assetDir, f))) rmSync(join(assetDir, f), { recursive: true, force: true });
     }
-    for (const { host, provider } of hosts.values()) {
-      libvirtResource(
-        LIBVIRT_TYPES.volume,
-        `${name}-policy-${host.name}`,
-        toPulumiInputs({
-          name: policy.volumeName,
-          pool: hosts.get(host.name)!.probe.apply(() => pool.storage.candidates[0]!.name),
-          target: { format: { type: "raw" } },
-          create: { content: { url: policyFile } },
-        }),
-        // Only a new document replaces it (as cdktf's replace_triggered_by); anything else would
-        // be an in-place update, which the provider refuses for volumes.
-        {
-          parent: this,
-          provider,
-          deleteBeforeReplace: true,
-          replaceOnChanges: ["create"],
-          ignoreChanges: ["name", "pool", "target"],
-        },
-      );
-    }
-
     this.memberNames = pulumi.output(this.plan.members.map((m) => m.name));
     // The probes among the outputs: a pool with no member still fails when a check does.
     const probed = pulumi.all([...hosts.values()].map((h) => h.probe)).apply((results) => results.length);

@@ -4,8 +4,7 @@
 // stand-in, the tiny real guest boots from what it created, and the reconciler takes over, as in
 // cdktf-deploy.test.ts. Then an edit (policy and size) while a user holds a running member, delete
 // protection, and the secrets of a Windows and a Linux pool. One site for every test. Fails, never
-// skips, without libvirtd, qemu or the Pulumi tools. Two tests are test.failing, each for the bug
-// its comment names: make them plain tests when the fixes land (jest fails a test.failing that passes).
+// skips, without libvirtd, qemu or the Pulumi tools.
 import type { EngineEvent, PreviewResult, UpResult } from "@pulumi/pulumi/automation";
 import { execFileSync } from "node:child_process";
 import * as fs from "node:fs";
@@ -257,125 +256,110 @@ test("up creates the pool, the reconciler takes over, and a take boots a guest",
   await eventually(() => expect(virsh("domstate", member(2))).toBe("running"), 30_000).catch(withContext);
 }, 300_000);
 
-// Failing (test.failing) until the provider stand-in accepts what the terraform-provider plugin
-// sends for a member on every later preview and up: members ignore every change
-// (ignoreChanges ["*"]), and the plugin (bridge v3.120.0, pkg/pf/tfbridge/provider_diff.go)
-// applies ignoreChanges by copying the prior *state* into the configuration it plans with,
-// computed attributes included (id, key, path, allocation, physical, target.path of a volume),
-// which the stand-in refuses as "not implemented" (tools/terraform-standins,
-// provider.PlanResourceChange via plan.Unimplemented). Terraform itself filters computed
-// attributes out for ignore_changes = all; the real provider is never asked to refuse them.
-test.failing(
-  "a policy edit and a size raise: preview shows no member update, up adds only the new member and replaces the policy volume",
-  async () => {
-    const edited = props({ ...policyV2, size: 3 });
-    const before = [1, 2].map((i) => domainFacts(member(i)));
-    const running = [1, 2].map((i) => runtimeFacts(member(i)));
-    expect(running.map((r) => r.state)).toEqual(["running", "running"]);
+// Found by this test: on every later preview and up the terraform-provider plugin (bridge
+// v3.120.0, pkg/pf/tfbridge/provider_diff.go) applies ignoreChanges ["*"] by copying the prior
+// *state* into the configuration it plans with, computed attributes included (id, key, path,
+// allocation, physical, target.path of a volume), which the provider stand-in refused as "not
+// implemented"; it now takes what equals the prior state as nothing set (plan.UnimplementedSince).
+test("a policy edit and a size raise: preview shows no member update, up adds only the new member and replaces the policy volume", async () => {
+  const edited = props({ ...policyV2, size: 3 });
+  const before = [1, 2].map((i) => domainFacts(member(i)));
+  const running = [1, 2].map((i) => runtimeFacts(member(i)));
+  expect(running.map((r) => r.state)).toEqual(["running", "running"]);
 
-    const at = stack.output.length;
-    const previewed = await preview(edited);
-    const expected = [
-      ...memberResources(3).map((n) => `create ${n}`),
-      // deleteBeforeReplace: the old policy volume goes first (its libvirt name is fixed).
-      "delete-replaced Pool1-policy-localhost",
-      "replace Pool1-policy-localhost",
-      "create-replacement Pool1-policy-localhost",
-    ].sort();
-    expect(previewed.steps).toEqual(expected);
-    expect(previewed.result.changeSummary).toEqual({ create: 3, replace: 1, same: 9 });
-    // What a reviewer reads: no line of the preview names a member of before the edit.
-    const text = stack.output.slice(at).join("");
-    expect(text).toMatch(/\+- +libvirt:index:Volume Pool1-policy-localhost replace/);
-    for (const i of [1, 2]) expect(text).not.toMatch(new RegExp(`Pool1-${member(i)}(-system|-media)?\\b`));
+  const at = stack.output.length;
+  const previewed = await preview(edited);
+  const expected = [
+    ...memberResources(3).map((n) => `create ${n}`),
+    // deleteBeforeReplace: the old policy volume goes first (its libvirt name is fixed).
+    "delete-replaced Pool1-policy-localhost",
+    "replace Pool1-policy-localhost",
+    "create-replacement Pool1-policy-localhost",
+  ].sort();
+  expect(previewed.steps).toEqual(expected);
+  expect(previewed.result.changeSummary).toEqual({ create: 3, replace: 1, same: 9 });
+  // What a reviewer reads: no line of the preview names a member of before the edit.
+  const text = stack.output.slice(at).join("");
+  expect(text).toMatch(/\+- +libvirt:index:Volume Pool1-policy-localhost replace/);
+  for (const i of [1, 2]) expect(text).not.toMatch(new RegExp(`Pool1-${member(i)}(-system|-media)?\\b`));
 
-    const { result, steps } = await up(edited);
-    expect(steps).toEqual(expected);
-    expect(result.summary.resourceChanges).toEqual({ create: 3, replace: 1, same: 9 });
-    expect(result.outputs.members?.value).toEqual([member(1), member(2), member(3)]);
+  const { result, steps } = await up(edited);
+  expect(steps).toEqual(expected);
+  expect(result.summary.resourceChanges).toEqual({ create: 3, replace: 1, same: 9 });
+  expect(result.outputs.members?.value).toEqual([member(1), member(2), member(3)]);
 
-    // Every member that was running still runs, never restarted, with its identity.
-    expect([1, 2].map((i) => domainFacts(member(i)))).toEqual(before);
-    expect([1, 2].map((i) => runtimeFacts(member(i)))).toEqual(running);
-    expect(store.holder(POOL, member(1))?.user).toBe("alice");
-    expect(reconciler.status().pools[0]!.members.find((m) => m.name === member(1))).toMatchObject({
-      role: "held",
-      holder: { user: "alice" },
-    });
-    expect(readImageMarker(overlay(1), "qcow2", { whileRunning: true })).toBe(WROTE);
-    expect(parsePolicyDocument(policyVolumeXml())!.policy).toMatchObject({ prestarted: 2, maxVmsPerUser: 2 });
+  // Every member that was running still runs, never restarted, with its identity.
+  expect([1, 2].map((i) => domainFacts(member(i)))).toEqual(before);
+  expect([1, 2].map((i) => runtimeFacts(member(i)))).toEqual(running);
+  expect(store.holder(POOL, member(1))?.user).toBe("alice");
+  expect(reconciler.status().pools[0]!.members.find((m) => m.name === member(1))).toMatchObject({
+    role: "held",
+    holder: { user: "alice" },
+  });
+  expect(readImageMarker(overlay(1), "qcow2", { whileRunning: true })).toBe(WROTE);
+  expect(parsePolicyDocument(policyVolumeXml())!.policy).toMatchObject({ prestarted: 2, maxVmsPerUser: 2 });
 
-    // The reconciler follows the new document: two prestarted, two per user, the new proxy.
-    await eventually(
-      () => expect(reconciler.status().pools[0]!.policy).toMatchObject({ prestarted: 2, maxVmsPerUser: 2 }),
-      10_000,
-    );
-    await eventually(() => expect(virsh("domstate", member(3))).toBe("running"), 30_000).catch(withContext);
-    const second = await reconciler.take(POOL, "alice");
-    expect([member(2), member(3)]).toContain(second.vm);
-    expect(await reconciler.consoleFile(POOL, member(1), "alice")).toContain(
-      "proxy=http://proxy-two.vmpools.test:4000",
-    );
-  },
-  300_000,
-);
+  // The reconciler follows the new document: two prestarted, two per user, the new proxy.
+  await eventually(
+    () => expect(reconciler.status().pools[0]!.policy).toMatchObject({ prestarted: 2, maxVmsPerUser: 2 }),
+    10_000,
+  );
+  await eventually(() => expect(virsh("domstate", member(3))).toBe("running"), 30_000).catch(withContext);
+  const second = await reconciler.take(POOL, "alice");
+  expect([member(2), member(3)]).toContain(second.vm);
+  expect(await reconciler.consoleFile(POOL, member(1), "alice")).toContain("proxy=http://proxy-two.vmpools.test:4000");
+}, 300_000);
 
-// Failing (test.failing) until (1) the stand-in fix above, for the up that lowers
-// deleteProtection, and (2) a refused destroy keeps the policy volume: Pulumi deletes what is
-// not protected and depends on nothing it refuses, so the unprotected policy volume goes while
-// every member is refused, and the reconciler falls back to the members' creation-time policy.
-// The component's fix: each member domain dependsOn its host's policy volume (a dependsOn edge
-// alone does not replace the domain when the policy volume is replaced).
-test.failing(
-  "destroy of a protected pool is refused and removes nothing; once unprotected by an up, destroy leaves nothing",
-  async () => {
-    // The members the stack has now (three after the edit above).
-    const resources = await stateResources(stack);
-    const memberDomains = resources.filter((r) => r.type === "libvirt:index/domain:Domain").map((r) => nameOf(r.urn));
-    const vms = memberDomains.map((n) => n.replace(/^Pool1-/, ""));
-    const domainsBefore = domains();
-    const volumesBefore = volumes();
-    const running = runtimeFacts(member(1));
-    const at = stack.output.length;
-    await expect(stack.destroy()).rejects.toThrow(/cannot be deleted\s+because it is protected/);
-    const refusal = stack.output.slice(at).join("");
-    for (const n of memberDomains) {
-      expect(refusal).toMatch(new RegExp(`Domain::${n}" cannot be deleted\\s+because it is protected`));
-    }
-    // Nothing was removed, the policy volume included (the reconciler would fall back to the
-    // members' creation-time policy without it), and the held member never stopped.
-    expect(volumes()).toEqual(volumesBefore);
-    expect(domains()).toEqual(domainsBefore);
-    expect(runtimeFacts(member(1))).toEqual(running);
-    expect((await stateResources(stack)).map((r) => r.urn)).toEqual(resources.map((r) => r.urn));
+// Found by this test: a destroy refused by the protected members still deleted the unprotected
+// policy volume (Pulumi deletes what is not protected and depends on nothing it refuses), and the
+// reconciler fell back to the members' creation-time policy. Each member domain now dependsOn its
+// host's policy volume (an edge alone does not replace the domain when the policy volume is).
+test("destroy of a protected pool is refused and removes nothing; once unprotected by an up, destroy leaves nothing", async () => {
+  // The members the stack has now (three after the edit above).
+  const resources = await stateResources(stack);
+  const memberDomains = resources.filter((r) => r.type === "libvirt:index/domain:Domain").map((r) => nameOf(r.urn));
+  const vms = memberDomains.map((n) => n.replace(/^Pool1-/, ""));
+  const domainsBefore = domains();
+  const volumesBefore = volumes();
+  const running = runtimeFacts(member(1));
+  const at = stack.output.length;
+  await expect(stack.destroy()).rejects.toThrow(/cannot be deleted\s+because it is protected/);
+  const refusal = stack.output.slice(at).join("");
+  for (const n of memberDomains) {
+    expect(refusal).toMatch(new RegExp(`Domain::${n}" cannot be deleted\\s+because it is protected`));
+  }
+  // Nothing was removed, the policy volume included (the reconciler would fall back to the
+  // members' creation-time policy without it), and the held member never stopped.
+  expect(volumes()).toEqual(volumesBefore);
+  expect(domains()).toEqual(domainsBefore);
+  expect(runtimeFacts(member(1))).toEqual(running);
+  expect((await stateResources(stack)).map((r) => r.urn)).toEqual(resources.map((r) => r.urn));
 
-    // Lowering deleteProtection changes protect on the next up, though members ignore every input
-    // change (deleteProtection is in the policy document: only the policy volume is replaced).
-    for (const a of store.heldBy("alice", POOL)) await reconciler.return(POOL, a.vm, { user: "alice" });
-    const { steps } = await up({ ...deployed, prestarted: 0, deleteProtection: false });
-    expect(steps).toEqual(
-      ["delete-replaced", "replace", "create-replacement"].map((op) => `${op} Pool1-policy-localhost`).sort(),
-    );
-    expect((await stateResources(stack)).filter((r) => r.protect)).toEqual([]);
-    await eventually(() => expect(reconciler.status().pools[0]!.policy.prestarted).toBe(0), 10_000);
-    await eventually(() => expect(vms.map((vm) => virsh("domstate", vm))).toEqual(vms.map(() => "shut off")), 30_000);
-    await reconciler.idle();
+  // Lowering deleteProtection changes protect on the next up, though members ignore every input
+  // change (deleteProtection is in the policy document: only the policy volume is replaced).
+  for (const a of store.heldBy("alice", POOL)) await reconciler.return(POOL, a.vm, { user: "alice" });
+  const { steps } = await up({ ...deployed, prestarted: 0, deleteProtection: false });
+  expect(steps).toEqual(
+    ["delete-replaced", "replace", "create-replacement"].map((op) => `${op} Pool1-policy-localhost`).sort(),
+  );
+  expect((await stateResources(stack)).filter((r) => r.protect)).toEqual([]);
+  await eventually(() => expect(reconciler.status().pools[0]!.policy.prestarted).toBe(0), 10_000);
+  await eventually(() => expect(vms.map((vm) => virsh("domstate", vm))).toEqual(vms.map(() => "shut off")), 30_000);
+  await reconciler.idle();
 
-    const destroyed = await stack.destroy();
-    expect(destroyed.summary.resourceChanges).toEqual({ delete: resources.length });
-    expect(await stateResources(stack)).toEqual([]);
-    await reconciler.idle();
-    // No domain, no volume of the pool: the storage pool is empty (the base image lies outside it).
-    expect(domains()).toEqual([]);
-    expect(volumes()).toEqual([]);
-    await eventually(() => expect(reconciler.status().pools[0]?.counts.members ?? 0).toBe(0), 10_000);
-    expect(failures).toEqual([]);
-    expect(store.pendingIntents()).toEqual([]);
-    // Nothing of the guests' writes reached the base image.
-    expect(fs.readFileSync(site.baseImage).subarray(0, BASE_MARKER.length).toString("latin1")).toBe(BASE_MARKER);
-  },
-  300_000,
-);
+  const destroyed = await stack.destroy();
+  expect(destroyed.summary.resourceChanges).toEqual({ delete: resources.length });
+  expect(await stateResources(stack)).toEqual([]);
+  await reconciler.idle();
+  // No domain, no volume of the pool: the storage pool is empty (the base image lies outside it).
+  expect(domains()).toEqual([]);
+  expect(volumes()).toEqual([]);
+  await eventually(() => expect(reconciler.status().pools[0]?.counts.members ?? 0).toBe(0), 10_000);
+  expect(failures).toEqual([]);
+  expect(store.pendingIntents()).toEqual([]);
+  // Nothing of the guests' writes reached the base image.
+  expect(fs.readFileSync(site.baseImage).subarray(0, BASE_MARKER.length).toString("latin1")).toBe(BASE_MARKER);
+}, 300_000);
 
 test("the secrets of a Windows and a Linux pool appear in no preview, up or state; the console password is a Pulumi secret", async () => {
   const adminPassword = `Pu-${process.pid}-admin-secret`;

@@ -186,3 +186,26 @@ func TestUnimplemented(t *testing.T) {
 		t.Errorf("want devices.hostdevs refused, got %v", bad)
 	}
 }
+
+// Pulumi's bridge applies ignoreChanges by copying the prior state, computed attributes
+// included, into the config it plans with: what equals the prior state sets nothing new.
+func TestUnimplementedSinceIgnoresPriorValues(t *testing.T) {
+	_, _, typ := load(t, "libvirt_volume")
+	prior := obj(typ, map[string]tftypes.Value{"name": val.String("v"), "key": val.String("/pool/v"), "path": val.String("/pool/v")})
+	implemented := map[string]bool{"name": true}
+	copied := obj(typ, map[string]tftypes.Value{"name": val.String("v"), "key": val.String("/pool/v"), "path": val.String("/pool/v")})
+	bad, err := UnimplementedSince(copied, prior, implemented)
+	if err != nil || len(bad) != 0 {
+		t.Errorf("config equal to the prior state: want nothing refused, got %v (%v)", bad, err)
+	}
+	changed := obj(typ, map[string]tftypes.Value{"name": val.String("v"), "key": val.String("/pool/v"), "path": val.String("/elsewhere")})
+	bad, err = UnimplementedSince(changed, prior, implemented)
+	if err != nil || len(bad) != 1 || val.Display(bad[0]) != "path" {
+		t.Errorf("a changed value: want path refused, got %v (%v)", bad, err)
+	}
+	// On create there is no prior state: everything set counts.
+	bad, err = UnimplementedSince(copied, tftypes.NewValue(typ, nil), implemented)
+	if err != nil || len(bad) != 2 {
+		t.Errorf("no prior state: want key and path refused, got %v (%v)", bad, err)
+	}
+}

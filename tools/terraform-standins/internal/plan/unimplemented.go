@@ -31,3 +31,27 @@ func Unimplemented(config tftypes.Value, implemented map[string]bool) ([]*tftype
 	})
 	return out, err
 }
+
+// UnimplementedSince is Unimplemented, less the attributes whose config value is the prior
+// state's (a client that copied the prior state into config, as Pulumi's bridge does for
+// ignoreChanges, sets nothing new there).
+func UnimplementedSince(config, prior tftypes.Value, implemented map[string]bool) ([]*tftypes.AttributePath, error) {
+	bad, err := Unimplemented(config, implemented)
+	if err != nil || prior.IsNull() {
+		return bad, err
+	}
+	var out []*tftypes.AttributePath
+	for _, p := range bad {
+		c, _, err1 := tftypes.WalkAttributePath(config, p)
+		o, _, err2 := tftypes.WalkAttributePath(prior, p)
+		if err1 == nil && err2 == nil {
+			cv, ok1 := c.(tftypes.Value)
+			ov, ok2 := o.(tftypes.Value)
+			if ok1 && ok2 && cv.Equal(ov) {
+				continue
+			}
+		}
+		out = append(out, p)
+	}
+	return out, nil
+}

@@ -187,7 +187,7 @@ func (s *Server) PlanResourceChange(_ context.Context, r *tfprotov6.PlanResource
 		if rt.implemented == nil {
 			return &tfprotov6.PlanResourceChangeResponse{Diagnostics: s.NotImplemented("resource " + r.TypeName)}, nil
 		}
-		bad, err := plan.Unimplemented(config, rt.implemented)
+		bad, err := plan.UnimplementedSince(config, prior, rt.implemented)
 		if err != nil {
 			return nil, err
 		}
