@@ -11,7 +11,7 @@ import { VirshDriver } from "../../reconciler/driver/libvirt-driver";
 import { UserLimitError } from "../../reconciler/errors";
 import { Reconciler, type Failure } from "../../reconciler/reconciler";
 import { StateStore } from "../../reconciler/store/store";
-import { ensureGuest, ensureLibvirt, guestCmdline, readImageMarker, virsh } from "../guest/guest";
+import { ensureGuest, ensureLibvirt, readImageMarker, virsh } from "../guest/guest";
 import { eventually } from "../reconciler/support";
 import { effective, TerraformProject } from "../support/terraform";
 import {
@@ -24,6 +24,8 @@ import {
   prefixOf,
   runtimeFacts,
   stackWith,
+  tinyGuestProps,
+  POLICY_V2,
   type Site,
 } from "./support";
 
@@ -41,42 +43,10 @@ let member: (i: number) => string;
 const overlay = (i: number) => path.join(site.dir, "pool", `${member(i)}.qcow2`);
 
 function props(overrides: Partial<VmPoolProps> = {}): VmPoolProps {
-  const guest = ensureGuest();
-  return {
-    name: POOL,
-    description: "v1",
-    size: 3,
-    prestarted: 1,
-    template: {
-      name: "tiny",
-      version: 1,
-      baseImagePath: site.baseImage,
-      baseImageFormat: "raw",
-      diskSizeGiB: 1,
-      memoryMiB: 192,
-      vcpus: 1,
-      domainType: "qemu",
-      // The tiny guest has no boot loader: it boots the kernel, writes a marker into sector 0 of
-      // its disk and stays up.
-      directKernelBoot: {
-        kernelPath: guest.kernelPath,
-        initrdPath: guest.initrdPath,
-        cmdline: guestCmdline({ kind: "write-marker", text: WROTE }, { stay: true }),
-      },
-    },
-    console: { spiceProxy: "http://proxy-one.vmpools.test:3128" },
-    network: { network: site.network },
-    resourceAllocation: { disk: { storagePools: [{ name: site.storagePool }] } },
-    ...overrides,
-  };
+  return tinyGuestProps(site, POOL, WROTE, { ...overrides });
 }
 
-const policyV2 = {
-  prestarted: 2,
-  maxVmsPerUser: 2,
-  description: "v2",
-  console: { spiceProxy: "http://proxy-two.vmpools.test:4000" },
-};
+const policyV2 = POLICY_V2;
 
 /** Matches `text` in Terraform's output, which wraps long messages at any space. */
 const wrapped = (text: string) => new RegExp(text.replace(/[.*+?^${}()|[\]\\]/g, "\\$&").replace(/ /g, "\\s+"));

@@ -16,7 +16,7 @@ import { VirshDriver } from "../../reconciler/driver/libvirt-driver";
 import { UserLimitError } from "../../reconciler/errors";
 import { Reconciler, type Failure } from "../../reconciler/reconciler";
 import { StateStore } from "../../reconciler/store/store";
-import { ensureGuest, ensureLibvirt, guestCmdline, readImageMarker, virsh } from "../guest/guest";
+import { ensureGuest, ensureLibvirt, readImageMarker, virsh } from "../guest/guest";
 import { eventually } from "../reconciler/support";
 import { closePulumiStacks, openStack, pulumiEnv, type PulumiStack } from "../support/pulumi";
 import {
@@ -27,6 +27,8 @@ import {
   prefixOf,
   runtimeFacts,
   siteProps,
+  tinyGuestProps,
+  POLICY_V2,
   type Site,
 } from "./support";
 
@@ -51,43 +53,10 @@ const program = async () => {
 };
 
 function props(overrides: Partial<VmPoolProps> = {}): VmPoolProps {
-  const guest = ensureGuest();
-  return {
-    name: POOL,
-    description: "v1",
-    size: 2,
-    prestarted: 1,
-    deleteProtection: true,
-    template: {
-      name: "tiny",
-      version: 1,
-      baseImagePath: site.baseImage,
-      baseImageFormat: "raw",
-      diskSizeGiB: 1,
-      memoryMiB: 192,
-      vcpus: 1,
-      domainType: "qemu",
-      // The tiny guest has no boot loader: it boots the kernel, writes a marker into sector 0 of
-      // its disk and stays up.
-      directKernelBoot: {
-        kernelPath: guest.kernelPath,
-        initrdPath: guest.initrdPath,
-        cmdline: guestCmdline({ kind: "write-marker", text: WROTE }, { stay: true }),
-      },
-    },
-    console: { spiceProxy: "http://proxy-one.vmpools.test:3128" },
-    network: { network: site.network },
-    resourceAllocation: { disk: { storagePools: [{ name: site.storagePool }] } },
-    ...overrides,
-  };
+  return tinyGuestProps(site, POOL, WROTE, { size: 2, deleteProtection: true, ...overrides });
 }
 
-const policyV2 = {
-  prestarted: 2,
-  maxVmsPerUser: 2,
-  description: "v2",
-  console: { spiceProxy: "http://proxy-two.vmpools.test:4000" },
-};
+const policyV2 = POLICY_V2;
 
 /** How Pulumi marks a secret value in a state (pulumi/sdk resource/sig: "secret"). */
 const SECRET_SIG = "4dabf18193072939515e22adb298388d";

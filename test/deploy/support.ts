@@ -8,7 +8,7 @@ import { TerraformStack, type App } from "cdktf";
 import { VmPool } from "../../engines/cdktf";
 import type { VmPoolProps } from "../../core";
 import type { ResourceChange } from "../support/terraform";
-import { LIBVIRT_URI, virsh } from "../guest/guest";
+import { ensureGuest, guestCmdline, LIBVIRT_URI, virsh } from "../guest/guest";
 
 export const BASE_MARKER = "BASE-CLEAN";
 
@@ -100,6 +100,53 @@ export function siteProps(site: Site, name: string, overrides: Partial<VmPoolPro
     ...overrides,
   };
 }
+
+/**
+ * A pool of the tiny real guest (test/guest) on the site, as the end-to-end deploy tests use it:
+ * the guest has no boot loader; it boots the kernel, writes `marker` into sector 0 of its disk
+ * and stays up.
+ */
+export function tinyGuestProps(
+  site: Site,
+  name: string,
+  marker: string,
+  overrides: Partial<VmPoolProps> = {},
+): VmPoolProps {
+  const guest = ensureGuest();
+  return {
+    name,
+    description: "v1",
+    size: 3,
+    prestarted: 1,
+    template: {
+      name: "tiny",
+      version: 1,
+      baseImagePath: site.baseImage,
+      baseImageFormat: "raw",
+      diskSizeGiB: 1,
+      memoryMiB: 192,
+      vcpus: 1,
+      domainType: "qemu",
+      directKernelBoot: {
+        kernelPath: guest.kernelPath,
+        initrdPath: guest.initrdPath,
+        cmdline: guestCmdline({ kind: "write-marker", text: marker }, { stay: true }),
+      },
+    },
+    console: { spiceProxy: "http://proxy-one.vmpools.test:3128" },
+    network: { network: site.network },
+    resourceAllocation: { disk: { storagePools: [{ name: site.storagePool }] } },
+    ...overrides,
+  };
+}
+
+/** The policy edit of the deploy tests: every policy setting the seed names changes. */
+export const POLICY_V2 = {
+  prestarted: 2,
+  maxVmsPerUser: 2,
+  description: "v2",
+  console: { spiceProxy: "http://proxy-two.vmpools.test:4000" },
+} as const;
 
 /** Member names of a site's pools start with this. */
 export const prefixOf = (id: string) => `T${id}`;
