@@ -26,6 +26,7 @@ import {
   stackWith,
   tinyGuestProps,
   POLICY_V2,
+  reconcilerFor,
   type Site,
 } from "./support";
 
@@ -114,17 +115,7 @@ test("deploys through Terraform, the reconciler takes over, and a take boots a g
   // The policy document on the host is the plan's.
   expect(parsePolicyDocument(policyVolumeXml())!.policy).toMatchObject({ prestarted: 1, maxVmsPerUser: 1 });
 
-  reconciler = new Reconciler({
-    driver,
-    store,
-    events,
-    retry: { maxAttempts: 3, baseDelayMs: 100 },
-    resyncIntervalMs: 500,
-    shutdownTimeoutMs: 1000,
-    consoleHost: "console.vmpools.test",
-    onlyPools: [POOL],
-  });
-  reconciler.on("failure", (f) => failures.push(f));
+  reconciler = reconcilerFor({ driver, store, events, pool: POOL, failures });
   const acts: string[] = [];
   reconciler.on("activity", (a) => acts.push(`${Date.now() % 100000} ${a.kind} ${a.vm}`));
   events.on("lifecycle", (e) => acts.push(`${Date.now() % 100000} event ${e.event} ${e.detail} ${e.domain}`));

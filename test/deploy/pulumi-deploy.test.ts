@@ -29,6 +29,7 @@ import {
   siteProps,
   tinyGuestProps,
   POLICY_V2,
+  reconcilerFor,
   type Site,
 } from "./support";
 
@@ -203,17 +204,7 @@ test("up creates the pool, the reconciler takes over, and a take boots a guest",
   const protectedNames = (await stateResources(stack)).filter((r) => r.protect).map((r) => nameOf(r.urn));
   expect(protectedNames.sort()).toEqual([...memberResources(1), ...memberResources(2)].sort());
 
-  reconciler = new Reconciler({
-    driver,
-    store,
-    events,
-    retry: { maxAttempts: 3, baseDelayMs: 100 },
-    resyncIntervalMs: 500,
-    shutdownTimeoutMs: 1000,
-    consoleHost: "console.vmpools.test",
-    onlyPools: [POOL],
-  });
-  reconciler.on("failure", (f) => failures.push(f));
+  reconciler = reconcilerFor({ driver, store, events, pool: POOL, failures });
   await reconciler.start();
   await eventually(() => expect(virsh("domstate", member(1))).toBe("running"), 30_000).catch(withContext);
 

@@ -7,6 +7,10 @@ import * as path from "node:path";
 import { TerraformStack, type App } from "cdktf";
 import { VmPool } from "../../engines/cdktf";
 import type { VmPoolProps } from "../../core";
+import type { DomainEvents } from "../../reconciler/driver/events";
+import type { VirshDriver } from "../../reconciler/driver/libvirt-driver";
+import { Reconciler, type Failure } from "../../reconciler/reconciler";
+import type { StateStore } from "../../reconciler/store/store";
 import type { ResourceChange } from "../support/terraform";
 import { ensureGuest, guestCmdline, LIBVIRT_URI, virsh } from "../guest/guest";
 
@@ -147,6 +151,31 @@ export const POLICY_V2 = {
   description: "v2",
   console: { spiceProxy: "http://proxy-two.vmpools.test:4000" },
 } as const;
+
+/**
+ * The reconciler a deploy test hands the pool to (not started): quick retries and resyncs, a fixed
+ * console host, its failures pushed to `failures`.
+ */
+export function reconcilerFor(o: {
+  readonly driver: VirshDriver;
+  readonly store: StateStore;
+  readonly events: DomainEvents;
+  readonly pool: string;
+  readonly failures: Failure[];
+}): Reconciler {
+  const reconciler = new Reconciler({
+    driver: o.driver,
+    store: o.store,
+    events: o.events,
+    retry: { maxAttempts: 3, baseDelayMs: 100 },
+    resyncIntervalMs: 500,
+    shutdownTimeoutMs: 1000,
+    consoleHost: "console.vmpools.test",
+    onlyPools: [o.pool],
+  });
+  reconciler.on("failure", (f) => o.failures.push(f));
+  return reconciler;
+}
 
 /** Member names of a site's pools start with this. */
 export const prefixOf = (id: string) => `T${id}`;
