@@ -4,7 +4,8 @@ import { createHash } from "node:crypto";
 import { planPool, configDiskOf, type PoolPlan, type VmPlan, type HostRef, type VmPoolProps } from "../../core";
 import { buildConfigMedia } from "../../core/media";
 import { DataExternal } from "../../providers/gen/providers/external/data-external";
-import { guardChecks, probeQuery, type GuardCheck } from "../libvirt-provider/probe";
+import { firstStoragePool, policyVolume } from "../libvirt-provider/attributes";
+import { guardChecks, probePicksStoragePool, probeQuery, type GuardCheck } from "../libvirt-provider/probe";
 import { externalProviderFor, hostProbeAsset, libvirtProviderFor, providerAlias } from "./providers";
 import { claimLogicalId, reserveName, terraformName } from "./addresses";
 import { POOL_ASSET_DIR, POOL_FILE_SUFFIX, StackPoolFiles, type PoolAsset } from "./pool-files";
@@ -145,10 +146,7 @@ export class VmPool extends Construct {
       volumes[this.policyVolumeId(host)] = {
         provider: `libvirt.${providerAlias(host)}`,
         lifecycle: { ignore_changes: "all", replace_triggered_by: [`terraform_data.${revisionId}`] },
-        name: policy.volumeName,
-        pool: pool.storage.candidates[0]!.name,
-        target: { format: { type: "raw" } },
-        create: { content: { url: this.uploadUrl("policy.xml") } },
+        ...policyVolume(this.plan, { storagePool: firstStoragePool(this.plan), url: this.uploadUrl("policy.xml") }),
       };
     }
     // Detached members leave Terraform's management without being destroyed (seed: the VM stays
@@ -197,10 +195,9 @@ export class VmPool extends Construct {
 
   /** Storage pool expression for a host: fixed, or the probe's pick at plan time. */
   private storagePool(probe: DataExternal): string {
-    const { candidates, autoSelectTarget } = this.plan.pool.storage;
-    return autoSelectTarget && candidates.length > 1
+    return probePicksStoragePool(this.plan)
       ? `\${data.external.${probe.friendlyUniqueId}.result.storage_pool}`
-      : candidates[0]!.name;
+      : firstStoragePool(this.plan);
   }
 
   /**

@@ -10,6 +10,7 @@ import {
   systemDiskOf,
   type DomainDescription,
   type DomainDisk,
+  type PoolPlan,
   type VmPlan,
 } from "../../core";
 
@@ -70,6 +71,29 @@ export function memberVolumes<T>(
           },
         }
       : {}),
+  };
+}
+
+/**
+ * The pool's first storage pool candidate: where its policy volumes go (and the reconciler
+ * looks), and its members' volumes unless the probe picks (probePicksStoragePool).
+ */
+export const firstStoragePool = (plan: PoolPlan): string => plan.pool.storage.candidates[0]!.name;
+
+/**
+ * The pool's policy document as a volume (one per cluster host; the reconciler reads it),
+ * uploaded from `url`, in `storagePool`: firstStoragePool, or a value of it that waits for the
+ * host's probe.
+ */
+export function policyVolume<T>(
+  plan: PoolPlan,
+  ctx: { readonly storagePool: Attr<T>; readonly url: string },
+): Attrs<T> {
+  return {
+    name: plan.policy.volumeName,
+    pool: ctx.storagePool,
+    target: RAW_TARGET,
+    create: { content: { url: ctx.url } },
   };
 }
 

@@ -23,6 +23,13 @@ export function probeQuery(plan: PoolPlan, host: HostRef): Record<string, string
   };
 }
 
+/**
+ * Whether members' volumes go where the probe says (several candidates and autoSelectTarget: the
+ * one with the most free space at plan time); otherwise into the first candidate.
+ */
+export const probePicksStoragePool = (plan: PoolPlan): boolean =>
+  plan.pool.storage.autoSelectTarget && plan.pool.storage.candidates.length > 1;
+
 /** What the probe answers (all strings, empty when none). */
 export interface ProbeResult {
   readonly storage_pool: string;

@@ -5,8 +5,20 @@ import { chmodSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync 
 import { join, resolve } from "node:path";
 import { configDiskOf, planPool, type HostRef, type PoolPlan, type VmPlan, type VmPoolProps } from "../../core";
 import { buildConfigMedia } from "../../core/media";
-import { hasMediaVolume, memberDomain, memberVolumes } from "../libvirt-provider/attributes";
-import { guardChecks, HOST_PROBE_SCRIPT, probeQuery, type ProbeResult } from "../libvirt-provider/probe";
+import {
+  hasMediaVolume,
+  memberDomain,
+  memberVolumes,
+  firstStoragePool,
+  policyVolume,
+} from "../libvirt-provider/attributes";
+import {
+  guardChecks,
+  HOST_PROBE_SCRIPT,
+  probePicksStoragePool,
+  probeQuery,
+  type ProbeResult,
+} from "../libvirt-provider/probe";
 import { toPulumiInputs } from "./names";
 import { LIBVIRT_TYPES, libvirtProvider, libvirtResource } from "./package";
 
@@ -80,13 +92,10 @@ export class VmPool extends pulumi.ComponentResource {
         return [host.name, { host, provider, probe }] as const;
       }),
     );
-    const storagePool = (host: HostRef): pulumi.Input<string> => {
-      const { candidates, autoSelectTarget } = pool.storage;
-      return autoSelectTarget && candidates.length > 1
-        ? hosts.get(host.name)!.probe.apply((r) => r.storage_pool)
-        : // Still after the probe: a failed shrink guard must stop every member.
-          hosts.get(host.name)!.probe.apply(() => candidates[0]!.name);
-    };
+    // Every name waits for the probe: a failed shrink guard must stop every volume.
+    const afterProbe = (host: HostRef, name: (r: ProbeResult) => string) => hosts.get(host.name)!.probe.apply(name);
+    const storagePool = (host: HostRef): pulumi.Input<string> =>
+      afterProbe(host, (r) => (probePicksStoragePool(this.plan) ? r.storage_pool : firstStoragePool(this.plan)));
 
     const written = new Set<string>();
     // The policy document on every cluster host. A new document is a new upload path, which
@@ -107,12 +116,12 @@ export class VmPool extends pulumi.ComponentResource {
         libvirtResource(
           LIBVIRT_TYPES.volume,
           `${name}-policy-${host.name}`,
-          toPulumiInputs({
-            name: policy.volumeName,
-            pool: hosts.get(host.name)!.probe.apply(() => pool.storage.candidates[0]!.name),
-            target: { format: { type: "raw" } },
-            create: { content: { url: policyFile } },
-          }),
+          toPulumiInputs(
+            policyVolume(this.plan, {
+              storagePool: afterProbe(host, () => firstStoragePool(this.plan)),
+              url: policyFile,
+            }),
+          ),
           // Only a new document replaces it (as cdktf's replace_triggered_by); anything else would
           // be an in-place update, which the provider refuses for volumes.
           {
