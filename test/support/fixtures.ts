@@ -65,3 +65,27 @@ export function withWindowsSecrets<T>(secrets: WindowsSecrets, fn: () => T): T {
     process.env = saved;
   }
 }
+
+/** A valid pool that uses every setting which shapes a member's resources (schema conformance tests). */
+export function everySettingProps(): VmPoolProps {
+  return validProps({
+    description: "d",
+    comment: "c",
+    deleteProtection: true,
+    cluster: { hosts: [{ name: "h1", uri: "qemu+ssh://h1/system" }] },
+    template: {
+      ...validProps().template,
+      machine: "q35",
+      directKernelBoot: { kernelPath: "/boot/vmlinuz", initrdPath: "/boot/initrd.img", cmdline: "console=ttyS0" },
+    },
+    host: {
+      startRunningOn: { hosts: ["h1"] },
+      migration: { mode: "none" },
+      passThroughHostCpu: true,
+      numa: { nodeCount: 2, tuneMode: "strict", pinning: [{ virtualNode: 0, hostNodes: [0] }] },
+    },
+    resourceAllocation: { disk: { storagePools: [{ name: "a" }, { name: "b" }], autoSelectTarget: true } },
+    console: { spiceProxy: "http://proxy:3128" },
+    initialRun: { cloudInit: { packages: ["htop"], networkConfig: "version: 2" } },
+  });
+}

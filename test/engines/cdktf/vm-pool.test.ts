@@ -8,7 +8,7 @@ import { VmPool, synthStack } from "../../../engines/cdktf";
 import { PoolSpecError, type VmPoolProps } from "../../../core";
 import { LinuxDesktopPoolStack } from "../../../examples/linux-desktop-pool";
 import { schemaProblems } from "../../support/schema-check";
-import { validProps } from "../../support/fixtures";
+import { everySettingProps, validProps } from "../../support/fixtures";
 
 type Json = Record<string, any>; // eslint-disable-line @typescript-eslint/no-explicit-any
 
@@ -315,24 +315,7 @@ describe("schema conformance", () => {
       "a pool using every setting",
       () => {
         const stack = new TerraformStack(Testing.app(), "all");
-        new VmPool(
-          stack,
-          "All",
-          validProps({
-            description: "d",
-            comment: "c",
-            deleteProtection: true,
-            cluster: { hosts: [{ name: "h1", uri: "qemu+ssh://h1/system" }] },
-            host: {
-              startRunningOn: { hosts: ["h1"] },
-              migration: { mode: "none" },
-              passThroughHostCpu: true,
-              numa: { nodeCount: 2, tuneMode: "strict", pinning: [{ virtualNode: 0, hostNodes: [0] }] },
-            },
-            resourceAllocation: { disk: { storagePools: [{ name: "a" }, { name: "b" }], autoSelectTarget: true } },
-            initialRun: { cloudInit: { packages: ["htop"], networkConfig: "version: 2" } },
-          }),
-        );
+        new VmPool(stack, "All", everySettingProps());
         return stack;
       },
     ],

@@ -1,13 +1,13 @@
 // The real Pulumi engine on qemu:///system, offline: the CLI and the parameterized
 // terraform-provider plugin built by scripts/pulumi-tools.sh, the libvirt provider stand-in as the
 // plugin's Terraform provider, one volume through an explicit provider in a storage pool made with
-// virsh. up creates it, preview and a second up change nothing, destroy removes it, and the CLI
+// virsh (a deploy-test site). up creates it, preview and a second up change nothing, destroy removes it, and the CLI
 // never tries to download a plugin. Fails, never skips, without libvirtd or the tools.
 import * as pulumi from "@pulumi/pulumi";
 import { randomBytes } from "node:crypto";
-import * as fs from "node:fs";
 import * as path from "node:path";
 import { ensureLibvirt, virsh } from "../../guest/guest";
+import { makeSite, type Site } from "../../deploy/support";
 import { closePulumiStacks, openStack, pulumiEnv, type PulumiStack } from "../../support/pulumi";
 
 // What `pulumi package add terraform-provider dmacvicar/libvirt 0.9.7` puts in a generated SDK's
@@ -51,11 +51,8 @@ class Volume extends pulumi.CustomResource {
   }
 }
 
-const tag = `${process.pid}-${randomBytes(3).toString("hex")}`;
-const storagePool = `vmpools-pulumi-${tag}`;
-const poolDir = path.join("/var/lib/libvirt/images", storagePool);
-const VOLUME = `vol-${tag}.qcow2`;
-let poolMade = false;
+const VOLUME = `vol-${process.pid}-${randomBytes(3).toString("hex")}.qcow2`;
+let site: Site | undefined;
 let stack: PulumiStack;
 
 const program = async () => {
@@ -66,21 +63,18 @@ const program = async () => {
   // The stand-in refuses libvirt_pool (schema only): the storage pool is virsh's.
   const volume = new Volume(
     "volume",
-    { name: VOLUME, pool: storagePool, capacity: 1 << 20, target: { format: { type: "qcow2" } } },
+    { name: VOLUME, pool: site!.storagePool, capacity: 1 << 20, target: { format: { type: "qcow2" } } },
     { provider },
   );
   return { path: volume.path, key: volume.key };
 };
 
-const volumeInfo = () => virsh("vol-info", "--pool", storagePool, VOLUME);
+const volumeInfo = () => virsh("vol-info", "--pool", site!.storagePool, VOLUME);
 
 beforeAll(async () => {
   ensureLibvirt();
   pulumiEnv(); // the first build takes minutes on a cold cache
-  fs.mkdirSync(poolDir, { mode: 0o755 });
-  fs.chmodSync(poolDir, 0o755); // mkdir's mode is filtered by the umask
-  virsh("pool-create-as", "--name", storagePool, "--type", "dir", "--target", poolDir);
-  poolMade = true;
+  site = makeSite("peng");
   stack = await openStack({ project: "vmpools-engine-test", program });
 }, 20 * 60_000);
 
@@ -88,14 +82,7 @@ afterAll(async () => {
   try {
     await closePulumiStacks();
   } finally {
-    if (poolMade) {
-      try {
-        virsh("pool-destroy", storagePool);
-      } catch {
-        /* already gone */
-      }
-    }
-    fs.rmSync(poolDir, { recursive: true, force: true });
+    site?.remove();
   }
 }, 5 * 60_000);
 
@@ -103,7 +90,7 @@ test("up creates the volume through an explicit provider", async () => {
   const up = await stack.up();
   // The stack, the provider and the volume.
   expect(up.summary.resourceChanges).toEqual({ create: 3 });
-  expect(up.outputs.path?.value).toBe(path.join(poolDir, VOLUME));
+  expect(up.outputs.path?.value).toBe(path.join(site!.dir, "pool", VOLUME));
   expect(volumeInfo()).toMatch(/^Capacity:\s+1\.00 MiB$/m);
 }, 120_000);
 

@@ -13,24 +13,20 @@ import * as os from "node:os";
 import * as path from "node:path";
 import { linuxDesktopPool } from "../../../examples/pulumi/program";
 import { ensureLibvirt, virsh } from "../../guest/guest";
+import { makeSite, type Site } from "../../deploy/support";
 import { closePulumiStacks, openStack, pulumiEnv } from "../../support/pulumi";
 
 const EXAMPLE = path.join(__dirname, "../../../examples/pulumi");
 const tag = `${process.pid}-${randomBytes(3).toString("hex")}`;
-const storagePool = `vmpools-example-${tag}`;
-const poolDir = path.join("/var/lib/libvirt/images", storagePool);
+let site: Site | undefined;
 // A stack of its own: its config file is written beside the example's Pulumi.yaml.
 const STACK = `example-${tag}`;
-let poolMade = false;
 let cwd: string;
 
 beforeAll(() => {
   ensureLibvirt();
   pulumiEnv(); // the first build takes minutes on a cold cache
-  fs.mkdirSync(poolDir, { mode: 0o755 });
-  fs.chmodSync(poolDir, 0o755); // mkdir's mode is filtered by the umask
-  virsh("pool-create-as", "--name", storagePool, "--type", "dir", "--target", poolDir);
-  poolMade = true;
+  site = makeSite("pex");
   // The program writes its assets under its working directory (as `pulumi preview` in the
   // project folder would): a temp dir, not the repository.
   cwd = fs.mkdtempSync(path.join(os.tmpdir(), "vmpools-example-cwd-"));
@@ -40,8 +36,7 @@ afterAll(async () => {
   try {
     await closePulumiStacks();
   } finally {
-    if (poolMade) virsh("pool-destroy", storagePool);
-    fs.rmSync(poolDir, { recursive: true, force: true });
+    site?.remove();
     if (cwd) fs.rmSync(cwd, { recursive: true, force: true });
   }
 }, 5 * 60_000);
@@ -52,13 +47,13 @@ test("pulumi preview of the example project creates 3 members, their volumes and
     stack: STACK,
     workDir: EXAMPLE,
     program: async () => linuxDesktopPool(),
-    config: { hostUri: "qemu:///system", storagePool, size: "3" },
+    config: { hostUri: "qemu:///system", storagePool: site!.storagePool, size: "3" },
   });
   // The stack config the example's Pulumi.yaml declares, in the project's namespace.
   expect(await stack.stack.getAllConfig()).toEqual({
     "linux-desktop-pool:hostUri": { value: "qemu:///system", secret: false },
     "linux-desktop-pool:size": { value: "3", secret: false },
-    "linux-desktop-pool:storagePool": { value: storagePool, secret: false },
+    "linux-desktop-pool:storagePool": { value: site!.storagePool, secret: false },
   });
 
   const seen: EngineEvent[] = [];
@@ -97,7 +92,7 @@ test("pulumi preview of the example project creates 3 members, their volumes and
     expect(text).toContain(`name        : "${vm}.qcow2"`);
     expect(text).toContain(`name  : "${vm}-cloud-init.iso"`);
   }
-  expect(text).toContain(`pool        : "${storagePool}"`);
+  expect(text).toContain(`pool        : "${site!.storagePool}"`);
   // The example's cloud-init has no password (an SSH key, packages, a command): what must not
   // leak is the media itself. Its upload paths are shown, none of its bytes.
   const assets = path.join(cwd, ".vmpools", `linux-desktop-pool.${STACK}`, "MyPool");

@@ -16,7 +16,7 @@ import { LIBVIRT_PROVIDER_VERSION, LIBVIRT_TYPES } from "../../../engines/pulumi
 import { linuxDesktopPoolProps } from "../../../examples/linux-desktop-pool.props";
 import { windowsServerPoolProps } from "../../../examples/windows-server-pool.props";
 import { poolPropsArb } from "../../core/pool-props";
-import { validProps } from "../../support/fixtures";
+import { everySettingProps } from "../../support/fixtures";
 import { pulumiEnv } from "../../support/pulumi";
 import { runMocked, SecretValue, type Registration } from "../../support/pulumi-mocks";
 
@@ -171,30 +171,7 @@ test("the schema is the plugin's, for dmacvicar/libvirt 0.9.7", () => {
 test.each<[string, () => VmPoolProps]>([
   ["the Linux desktop example", () => linuxDesktopPoolProps],
   ["the Windows Server example", () => ({ ...windowsServerPoolProps(), size: 4, detached: ["WinSrv-02"] })],
-  [
-    "a pool using every setting",
-    () =>
-      validProps({
-        description: "d",
-        comment: "c",
-        deleteProtection: true,
-        cluster: { hosts: [{ name: "h1", uri: "qemu+ssh://h1/system" }] },
-        template: {
-          ...validProps().template,
-          machine: "q35",
-          directKernelBoot: { kernelPath: "/boot/vmlinuz", initrdPath: "/boot/initrd.img", cmdline: "console=ttyS0" },
-        },
-        host: {
-          startRunningOn: { hosts: ["h1"] },
-          migration: { mode: "none" },
-          passThroughHostCpu: true,
-          numa: { nodeCount: 2, tuneMode: "strict", pinning: [{ virtualNode: 0, hostNodes: [0] }] },
-        },
-        resourceAllocation: { disk: { storagePools: [{ name: "a" }, { name: "b" }], autoSelectTarget: true } },
-        console: { spiceProxy: "http://proxy:3128" },
-        initialRun: { cloudInit: { packages: ["htop"], networkConfig: "version: 2" } },
-      }),
-  ],
+  ["a pool using every setting", everySettingProps],
 ])("%s sends only properties the schema has, at their paths", async (_, props) => {
   const { problems, registrations } = await checkPool(props());
   expect(problems).toEqual([]);
