@@ -5,14 +5,24 @@
 // (pools.ts, recovery.ts); this module only does it.
 import { HOLDER_NAMESPACE, HOLDER_PREFIX, METADATA_NAMESPACE, parseHolderXml, renderHolderXml } from "../core/metadata";
 import { claimQueueOf } from "./claims";
+import type { Cluster } from "./cluster/cluster";
 import type { MemberConditions } from "./conditions";
 import type { DomainState, LibvirtDriver } from "./driver/libvirt-driver";
 import { ticketedGraphicsXml } from "./console";
-import { NotDownError, NotHeldError, NotRunningError, UnknownVmError, VmStartError } from "./errors";
+import {
+  MigrationRefusedError,
+  NotDownError,
+  NotHeldError,
+  NotRunningError,
+  UnknownVmError,
+  VmStartError,
+} from "./errors";
+import { planMigration, type MigrationTrigger } from "./cluster/migration";
 import type { Inventory } from "./inventory";
 import {
   allocationOf,
   overlayFactsOf,
+  passesHostCpuThrough,
   spiceDisplayOf,
   systemVolumeOf,
   withDiskVolume,
@@ -28,7 +38,7 @@ import { message, notFound, sleep, unlessGone } from "./util";
 import type { MemberWorkQueue } from "./work-queue";
 
 export interface ActuatorOptions {
-  readonly driver: LibvirtDriver;
+  readonly cluster: Cluster;
   readonly store: StateStore;
   readonly inventory: Inventory;
   readonly conditions: MemberConditions;
@@ -50,7 +60,7 @@ const notRunning = (e: unknown) => {
 };
 
 export class Actuator {
-  private readonly driver: LibvirtDriver;
+  private readonly cluster: Cluster;
   private readonly store: StateStore;
   private readonly inventory: Inventory;
   private readonly conditions: MemberConditions;
@@ -61,11 +71,22 @@ export class Actuator {
   private readonly spareWork = new Map<string, Promise<void>>();
 
   constructor(private readonly o: ActuatorOptions) {
-    this.driver = o.driver;
+    this.cluster = o.cluster;
     this.store = o.store;
     this.inventory = o.inventory;
     this.conditions = o.conditions;
     this.work = o.work;
+  }
+
+  /** The member's host's driver (where it is defined now). */
+  private on(vm: string): LibvirtDriver {
+    return this.inventory.driverOf(vm);
+  }
+
+  /** The same host's connection for work no answer waits for. */
+  private background(vm: string): LibvirtDriver {
+    const driver = this.on(vm);
+    return driver.background ?? driver;
   }
 
   // ---- what the facade asks for ---------------------------------------------------------------
@@ -118,7 +139,7 @@ export class Actuator {
   /** Detaches a Down member: our metadata leaves the domain, which lives on as an independent VM. */
   detachDown(pool: string, vm: string): Promise<void> {
     return this.work.run(vm, "detach", async () => {
-      const state = await this.driver.domainState(vm);
+      const state = await this.on(vm).domainState(vm);
       this.inventory.setState(vm, state);
       if (!isDown(state)) throw new NotDownError(pool, vm, state);
       const intentId = this.store.beginIntent("detach", pool, vm);
@@ -131,11 +152,11 @@ export class Actuator {
    * display as the running domain reports it.
    */
   async ticketConsole(pool: string, vm: string, password: string, validToMs: number): Promise<SpiceDisplay> {
-    const state = await this.driver.domainState(vm);
+    const state = await this.on(vm).domainState(vm);
     if (state !== "running") throw new NotRunningError(pool, vm, state);
-    const display = spiceDisplayOf(await this.driver.domainXml(vm));
+    const display = spiceDisplayOf(await this.on(vm).domainXml(vm));
     if (!display) throw new Error(`${vm} has no SPICE display; its domain needs <graphics type='spice'>`);
-    await this.driver
+    await this.on(vm)
       .updateDeviceLive(vm, ticketedGraphicsXml(display.element, password, validToMs))
       .catch((e: unknown) => {
         // qemu takes tickets only when SPICE started with a password: the constructs lock it with an expired one.
@@ -147,6 +168,60 @@ export class Actuator {
     return display;
   }
 
+  /**
+   * Live-migrates the running member to host `to` as its pool's migration settings say
+   * (cluster/migration.ts); the member's record follows it. No intent is written: libvirt's
+   * migration hands the domain over atomically (the source keeps it until the destination runs
+   * it), so after a crash the next listing finds it on exactly one host and nothing is left to
+   * finish or roll back.
+   */
+  migrate(pool: string, vm: string, to: string, trigger: MigrationTrigger): Promise<{ from: string; to: string }> {
+    return this.work.run(vm, "migrate", async () => {
+      const from = this.inventory.hostOf(vm);
+      if (from === to) throw new MigrationRefusedError(pool, vm, `it is on ${to} already`);
+      const source = this.cluster.driver(from);
+      const state = await source.domainState(vm);
+      this.inventory.setState(vm, state);
+      if (state !== "running")
+        throw new MigrationRefusedError(pool, vm, `it is ${state}; only running members migrate`);
+      const decision = planMigration(this.policyOf(pool), {
+        trigger,
+        hostCpuPassthrough: passesHostCpuThrough(await source.domainXml(vm, { inactive: true })),
+      });
+      if (!decision.allowed) throw new MigrationRefusedError(pool, vm, decision.reason);
+      const destination = this.cluster.connection(to);
+      await source.migrate(vm, destination.uri, {
+        ...decision.options,
+        ...(destination.migrateUri === undefined ? {} : { migrateUri: destination.migrateUri }),
+      });
+      this.inventory.moveTo(vm, to, await destination.driver.domainState(vm));
+      this.o.emit({ kind: "migrated", pool, vm, from, to });
+      return { from, to };
+    });
+  }
+
+  /**
+   * Moves a down member's definition back to its home host (where the engines created it and
+   * look for it): defined there with the same XML, then undefined where it is. Its disks are on
+   * storage both hosts share, as live migration needed.
+   */
+  moveHome(pool: string, vm: string, home: string): Promise<void> {
+    return this.work.run(vm, "migrate", async () => {
+      const from = this.inventory.hostOf(vm);
+      if (from === home) return;
+      const source = this.cluster.driver(from);
+      const state = await source.domainState(vm);
+      this.inventory.setState(vm, state);
+      if (!isDown(state) || this.store.holder(pool, vm)) return;
+      // With secrets: the console lock's password moves along.
+      const xml = await source.domainXml(vm, { inactive: true, securityInfo: true });
+      await this.cluster.driver(home).defineDomain(xml);
+      await source.undefineDomain(vm);
+      this.inventory.moveTo(vm, home, "shut off");
+      this.o.emit({ kind: "moved-home", pool, vm, from, to: home });
+    });
+  }
+
   // ---- what the reconciler's planners ask for ------------------------------------------------
 
   /** The member may have gone down: find out, and act as its pool says. */
@@ -154,7 +229,7 @@ export class Actuator {
     return this.work.run(vm, "settle", async () => {
       const record = this.inventory.member(vm);
       if (!record) return;
-      const state = await unlessGone(this.driver.domainState(vm));
+      const state = await unlessGone(this.on(vm).domainState(vm));
       if (state === undefined) return this.forget(vm);
       const wasUp = isUp(record.state) || this.conditions.has("revert-needed", vm);
       this.inventory.setState(vm, state);
@@ -167,7 +242,7 @@ export class Actuator {
       // Batched with the other prestarts of this turn (a burst of takes begins many at once).
       const intentId = await claimQueueOf(this.store).begin("prestart", pool, vm);
       try {
-        const driver = this.driver.background ?? this.driver;
+        const driver = this.background(vm);
         await this.withRetries(intentId, { complete: true }, async () => void (await this.startIfDown(vm, driver)));
       } catch (e) {
         const reason = `prestart failed ${this.o.retry.maxAttempts} times: ${message(e)}`;
@@ -196,10 +271,10 @@ export class Actuator {
    */
   stopPaused(pool: string, vm: string): Promise<void> {
     return this.work.run(vm, "stop", async () => {
-      const state = await this.driver.domainState(vm);
+      const state = await this.on(vm).domainState(vm);
       this.inventory.setState(vm, state);
       if (this.store.holder(pool, vm) || !isPaused(state)) return;
-      await this.driver.destroy(vm).catch(notRunning);
+      await this.on(vm).destroy(vm).catch(notRunning);
       this.inventory.setState(vm, "shut off");
       this.o.emit({ kind: "paused-stopped", pool, vm });
       await this.handleDown(pool, vm, true);
@@ -207,9 +282,9 @@ export class Actuator {
   }
 
   /** Re-reads a (re)defined domain: it may be a new member, changed metadata, or no longer ours. */
-  reread(name: string, adopt: (record: MemberRecord) => void): Promise<void> {
+  reread(name: string, host: string, adopt: (record: MemberRecord) => void): Promise<void> {
     return this.work.run(name, "refresh", async () => {
-      const read = await this.inventory.read(name);
+      const read = await this.inventory.read(name, host);
       if (read.kind === "gone") this.forget(name);
       else if (read.kind === "not-ours") this.forget(name, { gone: false });
       else {
@@ -231,7 +306,8 @@ export class Actuator {
     if (options.gone && volume) {
       const alternate = isAlternateVolumeName(volume.volume) ? volume.volume : otherVolumeName(volume.volume);
       this.store.dropSpareVolume(volume.storagePool, alternate);
-      this.work.track("alternate overlay", unlessGone(this.driver.deleteVolume(volume.storagePool, alternate)));
+      const driver = this.cluster.driver(record.host);
+      this.work.track("alternate overlay", unlessGone(driver.deleteVolume(volume.storagePool, alternate)));
     }
     this.holderMarks.delete(vm);
     this.conditions.forget(vm);
@@ -252,7 +328,7 @@ export class Actuator {
   async syncHolderMark(pool: string, vm: string): Promise<void> {
     const wanted = this.store.holder(pool, vm)?.user ?? null;
     // Never on an answer's path (written after takes and returns answer), so in the background.
-    const driver = this.driver.background ?? this.driver;
+    const driver = this.background(vm);
     if (!this.holderMarks.has(vm)) {
       const xml = await driver.getMetadata(vm, HOLDER_NAMESPACE);
       this.holderMarks.set(vm, parseHolderXml(xml) ?? null);
@@ -287,7 +363,7 @@ export class Actuator {
    * it), the member is forgotten and the work ends with UnknownVmError instead.
    */
   private async unlessGoneMeanwhile(pool: string, vm: string): Promise<void> {
-    if ((await unlessGone(this.driver.domainState(vm)).catch(() => "unknown")) !== undefined) return;
+    if ((await unlessGone(this.on(vm).domainState(vm)).catch(() => "unknown")) !== undefined) return;
     this.forget(vm);
     throw new UnknownVmError(pool, vm);
   }
@@ -338,8 +414,8 @@ export class Actuator {
   }
 
   async finishDetach(pool: string, vm: string, intentId: string): Promise<void> {
-    await this.driver.removeMetadata(vm, HOLDER_NAMESPACE);
-    await this.driver.removeMetadata(vm, METADATA_NAMESPACE);
+    await this.on(vm).removeMetadata(vm, HOLDER_NAMESPACE);
+    await this.on(vm).removeMetadata(vm, METADATA_NAMESPACE);
     this.store.forgetVm(pool, vm);
     this.store.completeIntent(intentId);
     this.forget(vm, { gone: false });
@@ -347,7 +423,7 @@ export class Actuator {
   }
 
   /** Resolves with whether it had to start the domain. */
-  private async startIfDown(vm: string, driver: LibvirtDriver = this.driver): Promise<boolean> {
+  private async startIfDown(vm: string, driver: LibvirtDriver = this.on(vm)): Promise<boolean> {
     // A member known to be shut off is started straight away (one call fewer per cold take); if
     // it is up after all, the start says so and the state is read below. A running one the
     // events vouch for needs no call at all.
@@ -381,10 +457,10 @@ export class Actuator {
    */
   private async powerOff(vm: string): Promise<boolean> {
     const stateOrGone = async (): Promise<DomainState | "gone"> =>
-      (await unlessGone(this.driver.domainState(vm))) ?? "gone";
+      (await unlessGone(this.on(vm).domainState(vm))) ?? "gone";
     let state = await stateOrGone();
     if (state !== "gone" && isUp(state)) {
-      await this.driver.shutdown(vm).catch(notRunning);
+      await this.on(vm).shutdown(vm).catch(notRunning);
       const deadline = this.o.clock() + this.o.shutdownTimeoutMs;
       let pollMs = 10;
       state = await stateOrGone();
@@ -394,7 +470,7 @@ export class Actuator {
         state = await stateOrGone();
       }
       if (state !== "gone" && isUp(state)) {
-        await this.driver.destroy(vm).catch(notRunning);
+        await this.on(vm).destroy(vm).catch(notRunning);
         state = await stateOrGone();
       }
     }
@@ -420,7 +496,7 @@ export class Actuator {
   /** Capacity, format and backing of the member's overlay; from its other overlay if this one is gone. */
   private async overlayFacts(vm: string, current: VolumeRef): Promise<OverlayFacts> {
     for (const volume of [current.volume, otherVolumeName(current.volume)]) {
-      const xml = await unlessGone(this.driver.volumeXml(current.storagePool, volume));
+      const xml = await unlessGone(this.on(vm).volumeXml(current.storagePool, volume));
       if (xml === undefined) continue;
       const facts = overlayFactsOf(xml);
       if (facts) return facts;
@@ -443,11 +519,11 @@ export class Actuator {
     await this.spareWork.get(vm);
     try {
       await this.withRetries(intentId, { complete: false }, async () => {
-        await this.makeFreshOverlay(p.storagePool, p.to, p);
+        await this.makeFreshOverlay(vm, p.storagePool, p.to, p);
         // With secrets: the redefined domain keeps its console lock.
-        const xml = await this.driver.domainXml(vm, { inactive: true, securityInfo: true });
+        const xml = await this.on(vm).domainXml(vm, { inactive: true, securityInfo: true });
         const switched = withDiskVolume(xml, p.storagePool, p.from, p.to);
-        if (switched !== undefined) await this.driver.defineDomain(switched);
+        if (switched !== undefined) await this.on(vm).defineDomain(switched);
         else if (systemVolumeOf(xml)?.volume !== p.to) {
           throw new Error(`${vm}: its system disk reads neither ${p.from} nor ${p.to}; it changed during the revert`);
         }
@@ -468,22 +544,22 @@ export class Actuator {
    * Makes `volume` a fresh overlay, unless it is one already (made by us and never attached
    * since). Deleting a written one is the slow part, which is why spares are made in advance.
    */
-  private async makeFreshOverlay(storagePool: string, volume: string, facts: OverlayFacts): Promise<void> {
+  private async makeFreshOverlay(vm: string, storagePool: string, volume: string, facts: OverlayFacts): Promise<void> {
     const spare = this.store.spareVolume(storagePool, volume);
     if (spare?.backingPath === facts.backingPath) {
-      const xml = await unlessGone(this.driver.volumeXml(storagePool, volume));
+      const xml = await unlessGone(this.on(vm).volumeXml(storagePool, volume));
       // Unchanged since it was made: nothing was written to it.
       if (xml !== undefined && allocationOf(xml) === spare.allocationBytes) return;
     }
     this.store.dropSpareVolume(storagePool, volume);
-    await unlessGone(this.driver.deleteVolume(storagePool, volume));
-    await this.driver.createOverlayVolume(storagePool, volume, {
+    await unlessGone(this.on(vm).deleteVolume(storagePool, volume));
+    await this.on(vm).createOverlayVolume(storagePool, volume, {
       backingPath: facts.backingPath,
       backingFormat: facts.backingFormat,
       capacityBytes: facts.capacityBytes,
       format: facts.format,
     });
-    const allocation = allocationOf(await this.driver.volumeXml(storagePool, volume));
+    const allocation = allocationOf(await this.on(vm).volumeXml(storagePool, volume));
     if (allocation !== undefined) this.store.addSpareVolume(storagePool, volume, facts.backingPath, allocation);
   }
 
@@ -493,7 +569,7 @@ export class Actuator {
    * only speed: the next revert makes the overlay itself.
    */
   private remakeSpare(vm: string, intentId: string, p: RevertPlan): void {
-    const work = this.makeFreshOverlay(p.storagePool, p.from, p).then(
+    const work = this.makeFreshOverlay(vm, p.storagePool, p.from, p).then(
       () => void this.store.completeIntent(intentId),
       (e: unknown) => {
         this.store.failIntent(intentId, `reverted; remaking ${p.from} as the next spare failed: ${message(e)}`, null);

@@ -124,3 +124,42 @@ export class NotActiveError extends RefusalError {
     this.name = "NotActiveError";
   }
 }
+
+/** An admin verb names a host the reconciler's cluster does not have. */
+export class UnknownHostError extends RefusalError {
+  readonly code = "unknown-host" as const;
+  constructor(
+    readonly host: string,
+    readonly known: readonly string[],
+  ) {
+    super(`no host named ${JSON.stringify(host)} in this reconciler's cluster; hosts: ${known.join(", ")}`);
+    this.name = "UnknownHostError";
+  }
+}
+
+/** A migration its pool's settings (or the guest's CPU, or the hosts) do not allow. */
+export class MigrationRefusedError extends RefusalError {
+  readonly code = "migration-refused" as const;
+  constructor(
+    readonly pool: string,
+    readonly vm: string,
+    readonly reason: string,
+  ) {
+    super(`${vm} in pool ${pool} cannot be migrated: ${reason}`);
+    this.name = "MigrationRefusedError";
+  }
+}
+
+/** The member's host is not up (unreachable, in maintenance, non-operational): it cannot be acted on now. */
+export class HostUnavailableError extends RefusalError {
+  readonly code = "host-unavailable" as const;
+  constructor(
+    readonly vm: string,
+    readonly host: string,
+    readonly state: string,
+    readonly reason: string,
+  ) {
+    super(`${vm} is on host ${host}, which is ${state} (${reason}); try again once it is up`);
+    this.name = "HostUnavailableError";
+  }
+}

@@ -3,9 +3,10 @@
 // the reconciler decides what the differences mean.
 import { METADATA_NAMESPACE, parseMetadataXml, type MemberMetadata } from "../core/metadata";
 import { childElement, parseXml, textOf } from "../core/xml";
-import type { DomainState, LibvirtDriver } from "./driver/libvirt-driver";
+import type { Cluster } from "./cluster/cluster";
+import type { DomainInfo, DomainState } from "./driver/libvirt-driver";
 import { systemVolumeOf, type VolumeRef } from "./libvirt-xml";
-import { groupPools, policyDocumentsByPool, type MemberRecord, type Pool } from "./pools";
+import { groupPools, isUp, policyDocumentsByPool, type MemberRecord, type Pool } from "./pools";
 import type { StateStore } from "./store/store";
 import { unlessGone } from "./util";
 
@@ -16,6 +17,10 @@ export interface Listing {
   readonly changedMeanwhile: ReadonlySet<string>;
   /** Known members the listing did not find (undefined, or no longer carrying our metadata). */
   readonly missing: readonly string[];
+  /** Hosts that did not answer: their members are kept as they were (neither listed nor missing). */
+  readonly unreachable: ReadonlyMap<string, Error>;
+  /** Hosts that answered. */
+  readonly answered: readonly string[];
 }
 
 /** A domain read on its own (after a define event): ours, not ours, or gone. */
@@ -39,13 +44,13 @@ export class Inventory {
   private readonly changedAt = new Map<string, number>();
   /** When the last listing finished (clock time). */
   private listedAt = -Infinity;
-  /** Whether lifecycle events keep states current (subscribed, and listed since). */
-  private eventsFlowing = false;
+  /** Hosts whose lifecycle events keep states current (subscribed, and listed since). */
+  private readonly eventsFlowing = new Set<string>();
   /** Members a down event was seen for whose state has not been read since. */
   private readonly doubted = new Set<string>();
 
   constructor(
-    private readonly driver: LibvirtDriver,
+    private readonly cluster: Cluster,
     private readonly store: StateStore,
     private readonly manages: (pool: string) => boolean,
     private readonly clock: () => number,
@@ -83,12 +88,14 @@ export class Inventory {
    * call (a domstate answer is no fresher by the time the user connects anyway).
    */
   vouchedState(vm: string): DomainState | undefined {
-    return this.eventsFlowing && !this.doubted.has(vm) ? this.members.get(vm)?.state : undefined;
+    const record = this.members.get(vm);
+    return record && this.eventsFlowing.has(record.host) && !this.doubted.has(vm) ? record.state : undefined;
   }
 
-  /** Events flow (a listing begun after subscribing has been taken in), or stopped flowing. */
-  setEventsFlowing(flowing: boolean): void {
-    this.eventsFlowing = flowing;
+  /** The host's events flow (a listing begun after subscribing has been taken in), or stopped flowing. */
+  setEventsFlowing(host: string, flowing: boolean): void {
+    if (flowing) this.eventsFlowing.add(host);
+    else this.eventsFlowing.delete(host);
   }
 
   /** A stop, shutdown or crash was reported: the state is unknown until read (setState). */
@@ -104,6 +111,16 @@ export class Inventory {
       this.set({ ...record, state });
       this.changedAt.set(vm, ++this.stateVersion);
     }
+  }
+
+  /** The member is defined on `host` now (migrated, or moved home), in `state`. */
+  moveTo(vm: string, host: string, state: DomainState): void {
+    const record = this.members.get(vm);
+    if (!record) return;
+    this.listedUuids.set(record.uuid, host);
+    this.set({ ...record, host, state });
+    this.changedAt.set(vm, ++this.stateVersion);
+    this.doubted.delete(vm);
   }
 
   /** Forgets the member's runtime facts; returns its record and system volume as they were. */
@@ -141,38 +158,97 @@ export class Inventory {
 
   private async readListing(): Promise<Listing> {
     const began = this.stateVersion;
-    const domains = await this.driver.listDomains({ metadata: false });
-    const fresh = domains.filter((d) => !this.metadataByUuid.has(d.uuid));
-    const xmls = await Promise.all(fresh.map((d) => unlessGone(this.driver.getMetadata(d.uuid, METADATA_NAMESPACE))));
-    fresh.forEach((d, i) => this.metadataByUuid.set(d.uuid, this.ownMetadata(xmls[i])));
-    const listed: MemberRecord[] = [];
-    for (const d of domains) {
-      const metadata = this.metadataByUuid.get(d.uuid);
-      if (metadata) {
-        listed.push({ name: d.name, uuid: d.uuid, state: d.state, metadata, persistent: d.persistent !== false });
+    const hosts = this.cluster.names();
+    const unreachable = new Map<string, Error>();
+    const perHost = await Promise.all(
+      hosts.map(async (host) => {
+        try {
+          return await this.listHost(host);
+        } catch (e) {
+          unreachable.set(host, e instanceof Error ? e : new Error(String(e)));
+          return [];
+        }
+      }),
+    );
+    const listed = new Map<string, MemberRecord>();
+    perHost.forEach((records) => {
+      for (const r of records) {
+        const other = listed.get(r.name);
+        // The same member on two hosts: the instant of a migration or a move home, when the
+        // destination has it and the source has not yet let go. The one that runs is the member.
+        if (!other || (isUp(r.state) && !isUp(other.state))) listed.set(r.name, r);
       }
-    }
-    const uuids = new Set(domains.map((d) => d.uuid));
-    for (const uuid of this.metadataByUuid.keys()) if (!uuids.has(uuid)) this.metadataByUuid.delete(uuid);
-    const seen = new Set(listed.map((r) => r.name));
+    });
+    const uuids = new Set(perHost.flat().map((r) => r.uuid));
+    const seenUuids = new Set([...this.listedUuids.entries()].filter(([, h]) => !unreachable.has(h)).map(([u]) => u));
+    for (const uuid of seenUuids) if (!uuids.has(uuid)) this.metadataByUuid.delete(uuid);
     const changedMeanwhile = new Set([...this.changedAt].filter(([, v]) => v > began).map(([vm]) => vm));
-    return { listed, changedMeanwhile, missing: this.names().filter((n) => !seen.has(n)) };
+    const missing = this.names().filter((n) => !listed.has(n) && !unreachable.has(this.members.get(n)!.host));
+    return {
+      listed: [...listed.values()],
+      changedMeanwhile,
+      missing,
+      unreachable,
+      answered: hosts.filter((h) => !unreachable.has(h)),
+    };
   }
 
-  /** Reads one domain (a define event: a new member, changed metadata, or no longer ours). */
-  async read(name: string): Promise<DomainRead> {
-    const read = await unlessGone(
-      Promise.all([this.driver.domainXml(name, { inactive: true }), this.driver.domainState(name)]),
-    );
+  /** Host → the UUIDs its last listing found (so an unreachable host's cached metadata stays). */
+  private readonly listedUuids = new Map<string, string>();
+
+  private async listHost(host: string): Promise<MemberRecord[]> {
+    const driver = this.cluster.driver(host);
+    const domains: readonly DomainInfo[] = await driver.listDomains({ metadata: false });
+    const fresh = domains.filter((d) => !this.metadataByUuid.has(d.uuid));
+    const xmls = await Promise.all(fresh.map((d) => unlessGone(driver.getMetadata(d.uuid, METADATA_NAMESPACE))));
+    fresh.forEach((d, i) => this.metadataByUuid.set(d.uuid, this.ownMetadata(xmls[i])));
+    const records: MemberRecord[] = [];
+    for (const d of domains) {
+      this.listedUuids.set(d.uuid, host);
+      const metadata = this.metadataByUuid.get(d.uuid);
+      if (metadata) {
+        records.push({
+          name: d.name,
+          uuid: d.uuid,
+          host,
+          state: d.state,
+          metadata,
+          persistent: d.persistent !== false,
+        });
+      }
+    }
+    return records;
+  }
+
+  /** Reads one domain on `host` (a define event: a new member, changed metadata, or no longer ours). */
+  async read(name: string, host = this.hostOf(name)): Promise<DomainRead> {
+    const driver = this.cluster.driver(host);
+    const read = await unlessGone(Promise.all([driver.domainXml(name, { inactive: true }), driver.domainState(name)]));
     if (!read) return { kind: "gone" };
     const [xml, state] = read;
     const uuid = textOf(childElement(parseXml(xml) ?? { name: "", attrs: {}, children: [] }, "uuid")) ?? "";
     const metadata = this.ownMetadata(xml);
     this.metadataByUuid.set(uuid, metadata);
+    this.listedUuids.set(uuid, host);
     if (!metadata) return { kind: "not-ours" };
     const volume = systemVolumeOf(xml);
     if (volume) this.systemVolumes.set(uuid, volume);
-    return { kind: "member", record: { name, uuid, state, metadata } };
+    return { kind: "member", record: { name, uuid, host, state, metadata } };
+  }
+
+  /**
+   * The host a member is defined on now; for a name not (yet) known, the only host of a
+   * single-host reconciler. Throws for an unknown member of a cluster.
+   */
+  hostOf(vm: string): string {
+    const host = this.members.get(vm)?.host ?? this.cluster.single;
+    if (host === undefined) throw new Error(`${vm} is on no known host of the cluster`);
+    return host;
+  }
+
+  /** The member's driver: its host's. */
+  driverOf(vm: string) {
+    return this.cluster.driver(this.hostOf(vm));
   }
 
   /** The member's system volume (the disk a revert switches), read once and then kept up to date. */
@@ -180,7 +256,7 @@ export class Inventory {
     const uuid = this.members.get(vm)?.uuid ?? "";
     const cached = this.systemVolumes.get(uuid);
     if (cached) return cached;
-    const volume = systemVolumeOf(await this.driver.domainXml(vm, { inactive: true }));
+    const volume = systemVolumeOf(await this.driverOf(vm).domainXml(vm, { inactive: true }));
     if (!volume) {
       throw new Error(
         `${vm}: its boot disk is not a storage-pool volume (<disk type='volume'>), so it cannot be reverted`,
@@ -209,7 +285,16 @@ export class Inventory {
    * must not fall back to its members' older creation-time policy (e.g. stop prestarted VMs).
    */
   async refreshPolicies(): Promise<void> {
-    const read = policyDocumentsByPool(await this.driver.readPolicyDocuments());
+    // Every host that answers has the documents of the pools on it; one that does not keeps none.
+    const documents = await Promise.all(
+      this.cluster.names().map((h) =>
+        this.cluster
+          .driver(h)
+          .readPolicyDocuments()
+          .catch(() => [] as string[]),
+      ),
+    );
+    const read = policyDocumentsByPool(documents.flat());
     let changed = false;
     for (const [pool, policy] of read) {
       if (!this.manages(pool)) continue;

@@ -125,6 +125,7 @@ export class HypervisorLease extends EventEmitter<{ lost: [Error] }> {
       throw e;
     }
     this.renewedAt = Date.now();
+    clearInterval(this.timer);
     this.timer = setInterval(() => void this.renew(), Math.max(10, Math.floor(this.ttlMs / 3)));
     this.timer.unref();
   }
@@ -181,6 +182,11 @@ export class HypervisorLease extends EventEmitter<{ lost: [Error] }> {
       }
       const current = await this.current(name);
       if (!current) continue; // released meanwhile
+      // Ours already: taken again after it was lost while the host was unreachable.
+      if (current.holder.id === this.me.id) {
+        this.held.set(name, current.uuid);
+        return;
+      }
       if (!this.void(current.holder)) throw new LeaseHeldError(this.scopeOf(name), current.holder);
       // By its UUID: if another reconciler replaced the void lease meanwhile, this undefines nothing.
       await this.driver.undefineDomain(current.uuid).catch((e: unknown) => {

@@ -264,3 +264,10 @@ export function readDomainXml(xml: string): DomainRead | undefined {
     hasConsolePassword: (graphics?.attrs.passwd ?? "") !== "",
   };
 }
+
+/** Whether the domain passes the host CPU through (`<cpu mode='host-passthrough'>`), which cannot migrate. */
+export function passesHostCpuThrough(domainXml: string): boolean {
+  const root = parseXml(domainXml);
+  const cpu = root && childElement(root, "cpu");
+  return cpu?.attrs.mode === "host-passthrough";
+}

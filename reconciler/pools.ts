@@ -9,6 +9,8 @@ import type { Assignment } from "./store/store";
 export interface MemberRecord {
   readonly name: string;
   readonly uuid: string;
+  /** The cluster host the domain is defined on now (a migration moves it). */
+  readonly host: string;
   readonly state: DomainState;
   readonly metadata: MemberMetadata;
   /** false once the domain was undefined while running: it leaves the pool when it stops. @default true */
@@ -29,11 +31,19 @@ export type PoolPolicy = Pick<
   | "spiceProxy"
   | "templateName"
   | "templateVersion"
+  | "allowedHosts"
+  | "migrationMode"
+  | "migrationPolicy"
+  | "migrationDowntimeMs"
+  | "autoConverge"
+  | "compression"
 >;
 
 export interface PoolMember {
   readonly name: string;
   readonly uuid: string;
+  /** The cluster host it is defined on now. */
+  readonly host: string;
   readonly index: number;
   readonly state: DomainState;
   /** false once undefined while running: never handed out or prestarted again (it vanishes when it stops). */
@@ -56,7 +66,7 @@ export interface Pool {
 
 /** What occupies a member right now; at most one runs, others wait their turn. */
 export type MemberActivity =
-  "take" | "prestart" | "stop" | "settle" | "refresh" | "mark" | "return" | "revert" | "detach";
+  "take" | "prestart" | "stop" | "settle" | "refresh" | "mark" | "return" | "revert" | "detach" | "migrate";
 
 /**
  * Activities that change neither the power state nor the holder: "refresh" re-reads the domain,
@@ -73,11 +83,11 @@ const idle = (busy: ReadonlyMap<string, MemberActivity>, m: PoolMember) => {
 export type Holding = Pick<Assignment, "vm" | "adminAccess">;
 
 /** Domains with valid pool metadata; every other domain is none of our business. */
-export function parseMembers(domains: readonly DomainInfo[]): MemberRecord[] {
+export function parseMembers(domains: readonly DomainInfo[], host: string): MemberRecord[] {
   const out: MemberRecord[] = [];
   for (const d of domains) {
     const metadata = d.metadataXml === undefined ? undefined : parseMetadataXml(d.metadataXml);
-    if (metadata) out.push({ name: d.name, uuid: d.uuid, state: d.state, metadata });
+    if (metadata) out.push({ name: d.name, uuid: d.uuid, host, state: d.state, metadata });
   }
   return out;
 }
@@ -92,6 +102,12 @@ function policyOf(m: MemberMetadata): PoolPolicy {
     ...(m.spiceProxy === undefined ? {} : { spiceProxy: m.spiceProxy }),
     templateName: m.templateName,
     templateVersion: m.templateVersion,
+    allowedHosts: m.allowedHosts,
+    migrationMode: m.migrationMode,
+    ...(m.migrationPolicy === undefined ? {} : { migrationPolicy: m.migrationPolicy }),
+    ...(m.migrationDowntimeMs === undefined ? {} : { migrationDowntimeMs: m.migrationDowntimeMs }),
+    autoConverge: m.autoConverge,
+    compression: m.compression,
   };
 }
 
@@ -112,6 +128,7 @@ export function groupPools(
     const member: PoolMember = {
       name: r.name,
       uuid: r.uuid,
+      host: r.host,
       index: m.index,
       state: r.state,
       persistent: r.persistent !== false,
@@ -166,64 +183,108 @@ export function isDown(state: DomainState): boolean {
 
 const heldSet = (assignments: readonly Holding[]) => new Set(assignments.map((a) => a.vm));
 
+/** What the planners know of the cluster's hosts (see cluster/hosts.ts). */
+export interface HostPicture {
+  /** Members on this host may be handed out and started (the host is up). */
+  readonly usable: (host: string) => boolean;
+  /** Members on it are seen (it answers), so free ones running there can be stopped. */
+  readonly visible: (host: string) => boolean;
+  /** Orders hosts by headroom, best first. */
+  readonly byHeadroom: (a: string, b: string) => number;
+}
+
+/** One host, always up: what a reconciler of a single connection plans with. */
+export const ONE_HOST: HostPicture = { usable: () => true, visible: () => true, byHeadroom: () => 0 };
+
 /**
  * Free members in the order a take should get them: prestarted (running, idle) first, then
- * members being prestarted right now, then stopped ones; lowest index first within each group.
- * Members that are busy otherwise (stopping, reverting, …) or in an odd state are left out.
+ * members being prestarted right now, then stopped ones on the hosts with the most headroom
+ * first; lowest index first within each group. Members that are busy otherwise (stopping,
+ * reverting, …), in an odd state, or on a host that is not up are left out.
  */
 export function freeMembers(
   pool: Pool,
   assignments: readonly Holding[],
   busy: ReadonlyMap<string, MemberActivity>,
+  hosts: HostPicture = ONE_HOST,
 ): string[] {
   const held = heldSet(assignments);
-  const free = pool.members.filter((m) => !held.has(m.name) && m.persistent);
+  const free = pool.members.filter((m) => !held.has(m.name) && m.persistent && hosts.usable(m.host));
+  const stopped = free.filter((m) => idle(busy, m) && m.state === "shut off");
+  if (hosts !== ONE_HOST) stopped.sort((a, b) => hosts.byHeadroom(a.host, b.host) || byIndex(a, b));
   return [
     ...free.filter((m) => idle(busy, m) && m.state === "running"),
     ...free.filter((m) => busy.get(m.name) === "prestart"),
-    ...free.filter((m) => idle(busy, m) && m.state === "shut off"),
+    ...stopped,
   ].map((m) => m.name);
 }
 
 export interface PrestartPlan {
-  /** Stopped free members to start, lowest index first. */
+  /** Stopped free members to start. */
   readonly start: readonly string[];
-  /** Running free members beyond the prestarted count, highest index first. */
+  /** Running free members to stop: beyond the prestarted count, or on a host that is not up. */
   readonly stop: readonly string[];
 }
 
 /**
  * Keeps exactly `prestarted` free members up in automatic pools (seed: only automatic pools
- * prestart). Members being prestarted count as up; `blocked` members (their starts keep
- * failing) are not picked. Never plans more than asked, and trims any surplus.
+ * prestart), spread over the usable hosts: each start goes to the host with the fewest of the
+ * pool's prestarted members (then the most headroom), each surplus stop comes from the host with
+ * the most. Members being prestarted count as up; `blocked` members (their starts keep failing)
+ * are not picked. Never plans more than asked, and trims any surplus. Free members running on a
+ * host that is seen but not up (maintenance, non-operational) are stopped whatever the count:
+ * nothing new may run there; ones on an unreachable host count for nothing (they may not be
+ * handed out) and cannot be acted on.
  */
 export function planPrestart(
   pool: Pool,
   assignments: readonly Holding[],
   busy: ReadonlyMap<string, MemberActivity>,
   blocked: ReadonlySet<string> = new Set(),
+  hosts: HostPicture = ONE_HOST,
 ): PrestartPlan {
-  if (pool.policy.type !== "automatic") return { start: [], stop: [] };
   const held = heldSet(assignments);
   const free = pool.members.filter((m) => !held.has(m.name) && m.persistent);
-  const running = free.filter((m) => m.state === "running" && idle(busy, m));
-  const up = running.length + free.filter((m) => busy.get(m.name) === "prestart").length;
+  const evict = free
+    .filter((m) => m.state === "running" && idle(busy, m) && !hosts.usable(m.host) && hosts.visible(m.host))
+    .map((m) => m.name);
+  if (pool.policy.type !== "automatic") return { start: [], stop: evict };
+  const usableFree = free.filter((m) => hosts.usable(m.host));
+  const running = usableFree.filter((m) => m.state === "running" && idle(busy, m));
+  const starting = usableFree.filter((m) => busy.get(m.name) === "prestart");
+  const up = running.length + starting.length;
   const target = pool.policy.prestarted;
+  const perHost = new Map<string, number>();
+  for (const m of [...running, ...starting]) perHost.set(m.host, (perHost.get(m.host) ?? 0) + 1);
+  const fewest = (a: string, b: string) => (perHost.get(a) ?? 0) - (perHost.get(b) ?? 0) || hosts.byHeadroom(a, b);
   if (up < target) {
-    const startable = free.filter((m) => m.state === "shut off" && idle(busy, m) && !blocked.has(m.name));
-    return { start: startable.slice(0, target - up).map((m) => m.name), stop: [] };
+    const startable = usableFree.filter((m) => m.state === "shut off" && idle(busy, m) && !blocked.has(m.name));
+    const start: string[] = [];
+    const byHost = new Map<string, PoolMember[]>();
+    for (const m of startable) byHost.set(m.host, [...(byHost.get(m.host) ?? []), m]);
+    while (start.length < target - up && byHost.size > 0) {
+      const host = [...byHost.keys()].sort(fewest)[0]!;
+      const queue = byHost.get(host)!;
+      start.push(queue.shift()!.name);
+      perHost.set(host, (perHost.get(host) ?? 0) + 1);
+      if (queue.length === 0) byHost.delete(host);
+    }
+    return { start, stop: evict };
   }
   // A surplus while members are still being prestarted is planned once they are done: stopping
   // a running member for one whose start may yet fail is a flip-flop.
-  if (up > running.length) return { start: [], stop: [] };
-  return {
-    start: [],
-    stop: running
-      .slice()
-      .reverse()
-      .slice(0, Math.max(0, up - target))
-      .map((m) => m.name),
-  };
+  if (up > running.length) return { start: [], stop: evict };
+  const stop: string[] = [];
+  const byHost = new Map<string, PoolMember[]>();
+  for (const m of running) byHost.set(m.host, [m, ...(byHost.get(m.host) ?? [])]); // highest index first
+  for (let surplus = up - target; surplus > 0; surplus--) {
+    const host = [...byHost.keys()].sort((a, b) => fewest(b, a))[0]!;
+    const queue = byHost.get(host)!;
+    stop.push(queue.shift()!.name);
+    perHost.set(host, (perHost.get(host) ?? 0) - 1);
+    if (queue.length === 0) byHost.delete(host);
+  }
+  return { start: [], stop: [...stop, ...evict] };
 }
 
 /** Whether returning a member recreates its overlay: not in stateful pools, nor after admin access (seed). */

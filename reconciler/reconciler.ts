@@ -2,23 +2,28 @@ import { randomBytes } from "node:crypto";
 import { EventEmitter } from "node:events";
 import { hostname } from "node:os";
 import { Actuator } from "./actuator";
+import { Cluster } from "./cluster/cluster";
+import { pickDestination } from "./cluster/placement";
+import type { HostConnection, HostView } from "./cluster/hosts";
 import { claimQueueOf } from "./claims";
 import { MemberConditions } from "./conditions";
 import { renderVvFile, validateConsoleOptions } from "./console";
-import type { DomainEventSource, LifecycleEvent } from "./driver/events";
-import type { LibvirtDriver } from "./driver/libvirt-driver";
+import type { LifecycleEvent } from "./driver/events";
 import {
   AdminRequiredError,
+  HostUnavailableError,
+  MigrationRefusedError,
   NoFreeVmError,
   NotActiveError,
   NotHeldError,
   NotHolderError,
+  UnknownHostError,
   UnknownPoolError,
   UnknownVmError,
   UserLimitError,
 } from "./errors";
 import { Inventory } from "./inventory";
-import { HypervisorLease } from "./lease";
+import { HypervisorLease, LeaseHeldError } from "./lease";
 import {
   freeMembers,
   holdingsByUser,
@@ -30,9 +35,11 @@ import {
   type MemberRecord,
   type Pool,
 } from "./pools";
+import type { MemberMetadata } from "../core/metadata";
 import { recover } from "./recovery";
 import type { ConsoleOptions, StateStore } from "./store/store";
 import type {
+  HostStatus,
   MemberStatus,
   PoolStatus,
   ReconcilerEventMap,
@@ -42,7 +49,7 @@ import type {
   ReturnResult,
   TakeResult,
 } from "./types";
-import { notFound, sleep, unlessGone } from "./util";
+import { message, notFound, sleep, unlessGone } from "./util";
 import { MemberWorkQueue } from "./work-queue";
 
 export type * from "./types";
@@ -65,16 +72,16 @@ const RELIST_AFTER_MS = 1000;
  * recovery.ts); the actuator alone changes anything. This class is the facade that wires them.
  */
 export class Reconciler extends EventEmitter<ReconcilerEventMap> {
-  private readonly driver: LibvirtDriver;
+  private readonly cluster: Cluster;
   private readonly store: StateStore;
-  private readonly events?: DomainEventSource;
   private readonly clock: () => number;
   private readonly resyncIntervalMs: number;
   private readonly consoleTicketTtlMs: number;
   private readonly consoleHost: string;
   private readonly onlyPools?: ReadonlySet<string>;
   private readonly keepFinishedIntentsMs: number;
-  private readonly lease: HypervisorLease;
+  /** One lease per host (lease.ts): a second reconciler never acts on a host this one manages. */
+  private readonly leases = new Map<string, HypervisorLease>();
   private readonly inventory: Inventory;
   private readonly conditions: MemberConditions;
   private readonly work: MemberWorkQueue;
@@ -87,14 +94,17 @@ export class Reconciler extends EventEmitter<ReconcilerEventMap> {
   private resyncTimer?: NodeJS.Timeout;
   /** Acting on what it sees (after start-up recovery, until stop). */
   private running = false;
-  /** Times the event stream ended (states are not vouched for across one). */
-  private eventStreamsLost = 0;
+  /** Per host: times its event stream ended (states are not vouched for across one). */
+  private readonly eventStreamsLost = new Map<string, number>();
+  /** Held members a maintenance could not migrate away, and why (shown in status until it ends). */
+  private readonly stayReasons = new Map<string, string>();
+  /** Hosts being taken back into service (lease, recovery) after they answered again. */
+  private readonly returning = new Map<string, Promise<void>>();
 
   constructor(options: ReconcilerOptions) {
     super();
-    this.driver = options.driver;
+    this.cluster = new Cluster(connectionsOf(options));
     this.store = options.store;
-    this.events = options.events;
     this.clock = options.clock ?? Date.now;
     this.resyncIntervalMs = options.resyncIntervalMs ?? 30_000;
     this.consoleTicketTtlMs = options.consoleTicketTtlMs ?? 120_000;
@@ -106,7 +116,7 @@ export class Reconciler extends EventEmitter<ReconcilerEventMap> {
       throw new RangeError(`retry.maxAttempts must be an integer ≥ 1, got ${retry.maxAttempts}`);
     }
     const manages = (pool: string) => this.manages(pool);
-    this.inventory = new Inventory(this.driver, this.store, manages, this.clock);
+    this.inventory = new Inventory(this.cluster, this.store, manages, this.clock);
     this.conditions = new MemberConditions(this.store);
     this.work = new MemberWorkQueue({
       onMemberIdle: (vm, last) => {
@@ -118,10 +128,12 @@ export class Reconciler extends EventEmitter<ReconcilerEventMap> {
         // changed who holds it otherwise (a rolled-back claim, say); the periodic resync would
         // only get there up to 30 s later. (Not after a mark: a sync that failed must not be
         // retried in a loop; the resync retries it.)
-        if (this.running && last !== "mark" && this.actuator.holderMarkMayBeStale(pool, vm)) {
+        if (this.running && last !== "mark" && this.actsOn(vm) && this.actuator.holderMarkMayBeStale(pool, vm)) {
           const sync = this.work.run(vm, "mark", () => unlessGone(this.actuator.syncHolderMark(pool, vm)));
           this.work.track("holder mark", sync, vm);
         }
+        // A member a maintenance migrated away goes home once it is down and free again.
+        if (this.running && last !== "migrate") this.moveHomeIfAway(vm);
       },
       onFailure: (context, error, vm) => {
         // Background work on a member an engine destroyed meanwhile: nothing failed.
@@ -131,7 +143,7 @@ export class Reconciler extends EventEmitter<ReconcilerEventMap> {
       },
     });
     this.actuator = new Actuator({
-      driver: this.driver,
+      cluster: this.cluster,
       store: this.store,
       inventory: this.inventory,
       conditions: this.conditions,
@@ -142,16 +154,15 @@ export class Reconciler extends EventEmitter<ReconcilerEventMap> {
       emit: (a) => this.emit("activity", a),
       replan: (pool) => this.kickPrestart(pool),
     });
-    this.lease = new HypervisorLease(this.driver, {
-      ...(options.onlyPools ? { pools: options.onlyPools } : {}),
-      ...(this.driver.domainType ? { domainType: this.driver.domainType } : {}),
-      ...options.lease,
-    });
-    this.lease.on("lost", (e) => {
-      this.leaseLost = e;
-      this.emit("failure", { context: "lease", error: e });
-      void this.stop().then(() => this.emit("leaseLost", e));
-    });
+    for (const c of this.cluster.connections) {
+      const lease = new HypervisorLease(c.driver, {
+        ...(options.onlyPools ? { pools: options.onlyPools } : {}),
+        ...(c.driver.domainType ? { domainType: c.driver.domainType } : {}),
+        ...options.lease,
+      });
+      lease.on("lost", (e) => this.onLeaseLost(c.name, e));
+      this.leases.set(c.name, lease);
+    }
   }
 
   /**
@@ -160,49 +171,55 @@ export class Reconciler extends EventEmitter<ReconcilerEventMap> {
    */
   async start(): Promise<void> {
     // Before anything else: a second reconciler of the same pools must not act at all.
-    await this.lease.acquire();
-    if (this.events) {
-      this.events.on("lifecycle", this.onLifecycle);
-      this.events.on("ready", this.onEventsReady);
-      this.events.on("disconnected", this.onEventsLost);
-      // Subscribed before the first listing, so no change falls between the two.
-      await this.events.ready();
+    await this.acquireLeases();
+    for (const c of this.cluster.connections) {
+      if (!c.events) continue;
+      c.events.on("lifecycle", this.handlersOf(c.name).lifecycle);
+      c.events.on("ready", this.handlersOf(c.name).ready);
+      c.events.on("disconnected", this.handlersOf(c.name).disconnected);
     }
+    // Subscribed before the first listing, so no change falls between the two (hosts that do not
+    // answer are subscribed when they do).
+    await Promise.all(
+      this.cluster.connections.filter((c) => c.events && this.actsOnHost(c.name)).map((c) => c.events!.ready()),
+    );
     // The pools' current policy before anything acts on it (recovery redoes returns, which revert
     // or not by the policy): the last documents read, then libvirt's.
     this.inventory.loadPolicyDocuments();
     this.conditions.load((pool) => this.manages(pool));
-    const lostBefore = this.eventStreamsLost;
+    for (const host of this.store.hostsInMaintenance().keys()) {
+      if (this.cluster.has(host)) this.cluster.setMaintenance(host, true);
+    }
+    const lostBefore = new Map(this.eventStreamsLost);
     await this.listMembers();
-    if (this.events && this.eventStreamsLost === lostBefore) this.inventory.setEventsFlowing(true);
+    for (const c of this.cluster.connections) {
+      if (c.events && this.actsOnHost(c.name) && this.eventStreamsLost.get(c.name) === lostBefore.get(c.name)) {
+        this.inventory.setEventsFlowing(c.name, true);
+      }
+    }
     await this.inventory.refreshPolicies();
-    await recover({
-      driver: this.driver,
-      store: this.store,
-      inventory: this.inventory,
-      actuator: this.actuator,
-      work: this.work,
-      manages: (pool) => this.manages(pool),
-      onFailure: (error) => this.emit("failure", { context: "recovery", error }),
-    });
+    await this.recoverOn((host) => this.actsOnHost(host));
     this.pruneIntents();
     this.running = true;
     await this.resync();
     this.resyncTimer = setInterval(() => this.work.track("resync", this.resync()), this.resyncIntervalMs);
   }
 
-  /** Stops reacting, waits for work in progress and gives the lease back; the driver and store stay open (the caller owns them). */
+  /** Stops reacting, waits for work in progress and gives the leases back; drivers and store stay open (the caller owns them). */
   async stop(): Promise<void> {
     this.running = false;
     clearInterval(this.resyncTimer);
     for (const t of this.pauseChecks) clearTimeout(t);
     this.pauseChecks.clear();
-    this.events?.off("lifecycle", this.onLifecycle);
-    this.events?.off("ready", this.onEventsReady);
-    this.events?.off("disconnected", this.onEventsLost);
-    this.inventory.setEventsFlowing(false);
+    for (const c of this.cluster.connections) {
+      c.events?.off("lifecycle", this.handlersOf(c.name).lifecycle);
+      c.events?.off("ready", this.handlersOf(c.name).ready);
+      c.events?.off("disconnected", this.handlersOf(c.name).disconnected);
+      this.inventory.setEventsFlowing(c.name, false);
+    }
     await this.idle();
-    await this.lease.release();
+    await Promise.all(this.returning.values());
+    await Promise.all([...this.leases.values()].map((l) => l.release().catch(() => undefined)));
   }
 
   /** Resolves once no work is queued or running (events already received included). */
@@ -230,6 +247,7 @@ export class Reconciler extends EventEmitter<ReconcilerEventMap> {
             this.inventory.pools().get(p) ?? { ...pool, members: [] },
             this.store.assignments(p),
             this.busy(),
+            this.cluster.picture(),
           ),
       );
       if ("refused" in claim) {
@@ -257,6 +275,7 @@ export class Reconciler extends EventEmitter<ReconcilerEventMap> {
     this.requireMember(pool, vm);
     const holder = this.store.holder(poolName, vm);
     if (!holder) throw new NotHeldError(poolName, vm);
+    this.requireActsOn(vm);
     if ("user" in by) {
       if (pool.policy.type === "manual") throw new AdminRequiredError(poolName, vm, "return");
       if (holder.user !== by.user) throw new NotHolderError(poolName, vm, holder.user, by.user);
@@ -271,6 +290,7 @@ export class Reconciler extends EventEmitter<ReconcilerEventMap> {
    */
   async detach(poolName: string, vm: string): Promise<void> {
     this.requireMember(await this.requirePool(poolName), vm);
+    this.requireActsOn(vm);
     await this.actuator.detachDown(poolName, vm);
   }
 
@@ -285,6 +305,7 @@ export class Reconciler extends EventEmitter<ReconcilerEventMap> {
     const holder = this.store.holder(poolName, vm);
     if (!holder) throw new NotHeldError(poolName, vm);
     if (holder.user !== user) throw new NotHolderError(poolName, vm, holder.user, user, "open a console of");
+    this.requireActsOn(vm);
     if (options) validateConsoleOptions(options);
     const password = randomBytes(18).toString("base64url");
     const display = await this.actuator.ticketConsole(poolName, vm, password, this.clock() + this.consoleTicketTtlMs);
@@ -313,10 +334,12 @@ export class Reconciler extends EventEmitter<ReconcilerEventMap> {
         const problem =
           this.conditions.reason("revert-needed", m.name) ??
           this.conditions.reason("prestart-gave-up", m.name) ??
+          this.stayReasons.get(m.name) ??
           (m.persistent ? undefined : "undefined while running: it leaves the pool when it stops");
         return {
           name: m.name,
           index: m.index,
+          host: m.host,
           state: m.state,
           templateVersion: m.templateVersion,
           role: a ? "held" : m.state === "running" && !this.work.isBusy(m.name) ? "prestarted" : "free",
@@ -334,6 +357,7 @@ export class Reconciler extends EventEmitter<ReconcilerEventMap> {
       };
     });
     return {
+      hosts: this.hostStatus(),
       pools,
       users: Object.fromEntries(holdingsByUser(assignments)),
       pendingIntents: this.store.pendingIntents().length,
@@ -344,10 +368,13 @@ export class Reconciler extends EventEmitter<ReconcilerEventMap> {
   resync(): Promise<void> {
     this.resyncRun ??= (async () => {
       try {
+        await this.acquireLeases();
         await this.listMembers();
         await this.inventory.refreshPolicies();
+        await this.readLoads();
         await this.syncHolderMarks();
         this.applyLevelRules();
+        this.evacuate();
         this.pruneIntents();
       } finally {
         this.resyncRun = undefined;
@@ -379,9 +406,19 @@ export class Reconciler extends EventEmitter<ReconcilerEventMap> {
     return !this.onlyPools || this.onlyPools.has(pool);
   }
 
-  /** Lists libvirt's domains and takes the listing in. */
+  /** Lists every host's domains and takes the listing in; notes which hosts answered. */
   private async listMembers(options: { readonly fresh?: boolean } = {}): Promise<void> {
-    const { listed, missing, changedMeanwhile } = await this.inventory.list(options);
+    const { listed, missing, changedMeanwhile, unreachable, answered } = await this.inventory.list(options);
+    for (const [host, error] of unreachable) {
+      if (this.cluster.setReachable(host, false, message(error))) {
+        this.inventory.setEventsFlowing(host, false);
+        this.emit("failure", { context: `host ${host}`, error });
+      }
+    }
+    for (const host of answered) {
+      // Back after it did not answer: its lease first, then what was left pending there.
+      if (this.cluster.setReachable(host, true) && this.running) this.hostBack(host);
+    }
     for (const record of listed) this.observe(record, changedMeanwhile.has(record.name));
     for (const name of missing) if (!this.work.isBusy(name)) this.actuator.forget(name);
   }
@@ -419,7 +456,7 @@ export class Reconciler extends EventEmitter<ReconcilerEventMap> {
   private async syncHolderMarks(): Promise<void> {
     await Promise.all(
       [...this.inventory.all()]
-        .filter((r) => !this.work.isBusy(r.name))
+        .filter((r) => !this.work.isBusy(r.name) && this.actsOnHost(r.host))
         .map((r) =>
           this.actuator.syncHolderMark(r.metadata.pool, r.name).catch((e: unknown) => {
             if (!notFound(e)) {
@@ -436,7 +473,8 @@ export class Reconciler extends EventEmitter<ReconcilerEventMap> {
     const actions = planLevelRules({
       pools: this.inventory.pools().values(),
       assignments: this.store.assignments(),
-      busy: (vm) => this.work.isBusy(vm),
+      // Members on a host this reconciler cannot act on are left as they are (as if busy).
+      busy: (vm) => this.work.isBusy(vm) || !this.actsOn(vm),
       revertNeeded: this.conditions.members("revert-needed"),
       poolOf: (vm) => this.inventory.poolOf(vm),
       manages: (pool) => this.manages(pool),
@@ -446,6 +484,7 @@ export class Reconciler extends EventEmitter<ReconcilerEventMap> {
     for (const { pool, vm } of actions.stopPaused)
       this.work.track("stop paused", this.actuator.stopPaused(pool, vm), vm);
     for (const pool of actions.plan) this.kickPrestart(pool);
+    for (const r of this.inventory.all()) this.moveHomeIfAway(r.name);
   }
 
   /** Plans prestarts for the pool on the next turn of the event loop (coalescing bursts of triggers). */
@@ -461,6 +500,7 @@ export class Reconciler extends EventEmitter<ReconcilerEventMap> {
         this.store.assignments(poolName),
         this.busy(),
         this.conditions.members("prestart-gave-up"),
+        this.cluster.picture(),
       );
       for (const vm of plan.start) this.work.track("prestart", this.actuator.prestart(poolName, vm), vm);
       for (const vm of plan.stop) this.work.track("stop surplus", this.actuator.stopSurplus(poolName, vm), vm);
@@ -469,7 +509,31 @@ export class Reconciler extends EventEmitter<ReconcilerEventMap> {
 
   // ---- events --------------------------------------------------------------------------------
 
-  private readonly onLifecycle = (e: LifecycleEvent): void => {
+  /** Per host, its event handlers (the same functions each time, so `off` finds them). */
+  private readonly handlers = new Map<string, HostHandlers>();
+
+  private handlersOf(host: string): HostHandlers {
+    let h = this.handlers.get(host);
+    if (!h) {
+      h = {
+        lifecycle: (e) => this.onLifecycle(host, e),
+        ready: () => this.onEventsReady(host),
+        disconnected: () => this.onEventsLost(host),
+      };
+      this.handlers.set(host, h);
+    }
+    return h;
+  }
+
+  private onLifecycle(host: string, e: LifecycleEvent): void {
+    if (!this.actsOnHost(host)) return;
+    const record = this.inventory.member(e.domain);
+    // About a member defined on another host: the source of a migration letting go, or a copy
+    // defined by hand. The listing tells where it is now.
+    if (record && record.host !== host) {
+      if (e.event === "Defined" || e.event === "Started") this.work.track("refresh", this.listMembers({ fresh: true }));
+      return;
+    }
     const pool = this.inventory.poolOf(e.domain);
     if (e.event === "Stopped" || e.event === "Shutdown" || e.event === "Crashed") this.inventory.doubt(e.domain);
     const action = planEvent(e.event, {
@@ -481,7 +545,7 @@ export class Reconciler extends EventEmitter<ReconcilerEventMap> {
       case "read":
         this.work.track(
           "refresh",
-          this.actuator.reread(e.domain, (record) => this.observe(record)),
+          this.actuator.reread(e.domain, host, (r) => this.observe(r)),
           e.domain,
         );
         return;
@@ -497,10 +561,13 @@ export class Reconciler extends EventEmitter<ReconcilerEventMap> {
         this.inventory.setState(e.domain, action.state);
         if (action.stopPaused) {
           // Not at once: qemu domains pass through "paused" while they start (libvirt starts
-          // qemu stopped, then resumes it). Still paused after the grace, it is stuck.
+          // qemu stopped, then resumes it), and while a migration finishes. Still paused after
+          // the grace, it is stuck.
           const timer = setTimeout(() => {
             this.pauseChecks.delete(timer);
-            if (this.running) this.work.track("stop paused", this.actuator.stopPaused(pool!, e.domain), e.domain);
+            if (this.running && !this.work.isBusy(e.domain)) {
+              this.work.track("stop paused", this.actuator.stopPaused(pool!, e.domain), e.domain);
+            }
           }, PAUSED_GRACE_MS);
           this.pauseChecks.add(timer);
         }
@@ -509,24 +576,278 @@ export class Reconciler extends EventEmitter<ReconcilerEventMap> {
       case "none":
         return;
     }
-  };
+  }
 
   // Events may have been missed while the stream was down: states are vouched for again only
   // after a listing begun since.
-  private readonly onEventsReady = (): void => {
+  private onEventsReady(host: string): void {
     if (!this.running) return;
     this.work.track(
       "resync",
       (async () => {
         await this.listMembers({ fresh: true });
-        this.inventory.setEventsFlowing(true);
+        if (this.actsOnHost(host)) this.inventory.setEventsFlowing(host, true);
         await this.resync();
       })(),
     );
-  };
+  }
 
-  private readonly onEventsLost = (): void => {
-    this.eventStreamsLost++;
-    this.inventory.setEventsFlowing(false);
-  };
+  private onEventsLost(host: string): void {
+    this.eventStreamsLost.set(host, (this.eventStreamsLost.get(host) ?? 0) + 1);
+    this.inventory.setEventsFlowing(host, false);
+  }
+
+  // ---- the cluster ---------------------------------------------------------------------------
+
+  /** The hosts and their states, and what a maintenance could not move. */
+  private hostStatus(): readonly HostStatus[] {
+    return this.cluster.views().map((v) => {
+      const members = [...this.inventory.all()].filter((r) => r.host === v.name);
+      return {
+        ...v,
+        members: members.length,
+        running: members.filter((r) => r.state === "running").length,
+        ...(this.cluster.load(v.name).freeMemoryMiB === undefined
+          ? {}
+          : { freeMemoryMiB: this.cluster.load(v.name).freeMemoryMiB! }),
+      };
+    });
+  }
+
+  /** Whether this reconciler may act on the member's host now (it answers and the lease is ours). */
+  private actsOn(vm: string): boolean {
+    const record = this.inventory.member(vm);
+    return record === undefined || this.actsOnHost(record.host);
+  }
+
+  private actsOnHost(host: string): boolean {
+    return this.cluster.actsOn(host);
+  }
+
+  private requireActsOn(vm: string): void {
+    const record = this.inventory.member(vm);
+    if (!record || this.actsOnHost(record.host)) return;
+    const v = this.cluster.view(record.host);
+    throw new HostUnavailableError(vm, record.host, v.state, v.reason ?? "");
+  }
+
+  /**
+   * Takes the lease of every host not held yet. At start a host whose lease another reconciler
+   * holds refuses the start (as on one host); later it leaves that host non-operational. A host
+   * that does not answer is unreachable until a listing reaches it.
+   */
+  private async acquireLeases(): Promise<void> {
+    const starting = !this.running;
+    const results = await Promise.allSettled(
+      this.cluster.connections
+        .filter((c) => !this.cluster.leaseHeld(c.name))
+        .map(async (c) => {
+          try {
+            await this.leases.get(c.name)!.acquire();
+            this.cluster.setLeaseHeld(c.name, true);
+          } catch (e) {
+            if (e instanceof LeaseHeldError) {
+              this.cluster.setLeaseHeld(c.name, false, e.message);
+              throw e;
+            }
+            this.cluster.setReachable(c.name, false, message(e));
+            throw e;
+          }
+        }),
+    );
+    if (!starting) return;
+    const refused = results.find((r) => r.status === "rejected" && r.reason instanceof LeaseHeldError);
+    const failed = results.filter((r) => r.status === "rejected");
+    // One host (or none reachable): nothing to run on, as before a cluster.
+    const fatal = refused ?? (this.cluster.names().every((h) => !this.cluster.leaseHeld(h)) ? failed[0] : undefined);
+    if (fatal && fatal.status === "rejected") {
+      await Promise.all([...this.leases.values()].map((l) => l.release().catch(() => undefined)));
+      for (const h of this.cluster.names()) this.cluster.setLeaseHeld(h, false);
+      throw fatal.reason;
+    }
+  }
+
+  private onLeaseLost(host: string, e: Error): void {
+    this.cluster.setLeaseHeld(host, false, `its lease was lost: ${e.message}`);
+    this.inventory.setEventsFlowing(host, false);
+    const single = this.cluster.single !== undefined;
+    this.emit("failure", { context: single ? "lease" : `lease of host ${host}`, error: e });
+    // A reconciler of one host has nothing left to act on (another may act now): it stops.
+    if (single) {
+      this.leaseLost = e;
+      void this.stop().then(() => this.emit("leaseLost", e));
+    }
+  }
+
+  /** A host answers again: take its lease, finish what was left pending there, then resync. */
+  private hostBack(host: string): void {
+    if (this.returning.has(host)) return;
+    const back = (async () => {
+      await this.acquireLeases();
+      if (!this.cluster.leaseHeld(host)) return;
+      await this.connectionOf(host).events?.ready();
+      await this.listMembers({ fresh: true });
+      if (this.connectionOf(host).events) this.inventory.setEventsFlowing(host, true);
+      await this.recoverOn((h) => h === host);
+      this.applyLevelRules();
+    })().finally(() => this.returning.delete(host));
+    this.returning.set(host, back);
+    this.work.track(`host ${host} back`, back);
+  }
+
+  private connectionOf(host: string): HostConnection {
+    return this.cluster.connection(host);
+  }
+
+  /** Finishes or rolls back the intents left pending on members of the hosts `on` selects. */
+  private recoverOn(on: (host: string) => boolean): Promise<void> {
+    return recover({
+      store: this.store,
+      inventory: this.inventory,
+      actuator: this.actuator,
+      work: this.work,
+      manages: (pool) => this.manages(pool),
+      onHost: (vm) => {
+        const record = this.inventory.member(vm);
+        // Members no host lists any more are recovered with the first pass (nothing to act on).
+        return record === undefined ? on(this.cluster.names()[0]!) : on(record.host);
+      },
+      onFailure: (error) => this.emit("failure", { context: "recovery", error }),
+    });
+  }
+
+  /** Free memory and running members per host, for placing starts by headroom. */
+  private async readLoads(): Promise<void> {
+    if (this.cluster.single !== undefined) return;
+    const running = new Map<string, number>();
+    for (const r of this.inventory.all())
+      if (r.state === "running") running.set(r.host, (running.get(r.host) ?? 0) + 1);
+    await Promise.all(
+      this.cluster.names().map(async (h) => {
+        if (!this.actsOnHost(h)) return;
+        const freeMemoryMiB = await this.cluster
+          .driver(h)
+          .freeMemoryMiB()
+          .catch(() => undefined);
+        this.cluster.setLoad(h, {
+          running: running.get(h) ?? 0,
+          ...(freeMemoryMiB === undefined ? {} : { freeMemoryMiB }),
+        });
+      }),
+    );
+  }
+
+  /**
+   * Hosts in maintenance: held running members are live-migrated to the up host with the most
+   * headroom where their pool allows automatic migration; the others stay, with the reason in
+   * status. (Free running members are stopped by the prestart plan.)
+   */
+  private evacuate(): void {
+    if (!this.running) return;
+    const picture = this.cluster.picture();
+    for (const r of this.inventory.all()) {
+      if (this.cluster.view(r.host).state !== "maintenance") continue;
+      if (r.state !== "running" || this.work.isBusy(r.name) || this.stayReasons.has(r.name)) continue;
+      const pool = r.metadata.pool;
+      if (!this.store.holder(pool, r.name)) continue;
+      const policy = this.inventory.pools().get(pool)?.policy;
+      if (!policy) continue;
+      const to = pickDestination(policy.allowedHosts, r.host, this.cluster.names(), picture);
+      if (to === undefined) continue; // no other allowed host is up now: tried again at the next resync
+      const migration = this.actuator.migrate(pool, r.name, to, "automatic").catch((e: unknown) => {
+        if (e instanceof MigrationRefusedError) {
+          this.stayReasons.set(r.name, `stays on ${r.host} in maintenance: not migrated, ${e.reason}`);
+          return;
+        }
+        throw e;
+      });
+      this.work.track("maintenance migration", migration, r.name);
+    }
+  }
+
+  /** A down, free member away from its home host goes back there when home is up. */
+  private moveHomeIfAway(vm: string): void {
+    const record = this.inventory.member(vm);
+    if (!record || !this.running || this.work.isBusy(vm)) return;
+    const home = homeOf(record.metadata);
+    if (home === undefined || home === record.host || !this.cluster.has(home)) return;
+    if (record.state !== "shut off" || this.store.holder(record.metadata.pool, vm)) return;
+    if (!this.cluster.picture().usable(home) || !this.actsOnHost(record.host)) return;
+    this.work.track("move home", this.actuator.moveHome(record.metadata.pool, vm, home), vm);
+  }
+
+  // ---- admin verbs for hosts -----------------------------------------------------------------
+
+  /**
+   * Puts a host in maintenance (nothing new starts there, free members stop, held ones migrate
+   * where their pool allows) or takes it out; kept in the store across restarts.
+   */
+  async setMaintenance(host: string, on: boolean): Promise<HostView> {
+    this.requireActive();
+    if (!this.cluster.has(host)) throw new UnknownHostError(host, this.cluster.names());
+    this.store.setHostMaintenance(host, on);
+    this.cluster.setMaintenance(host, on);
+    for (const r of this.inventory.all()) if (r.host === host) this.stayReasons.delete(r.name);
+    this.applyLevelRules();
+    this.evacuate();
+    return this.cluster.view(host);
+  }
+
+  /**
+   * Live-migrates a running member (an admin's manual migration): to `to`, or to the up host
+   * with the most headroom among those its pool may run on.
+   */
+  async migrate(
+    poolName: string,
+    vm: string,
+    to?: string,
+  ): Promise<{ pool: string; vm: string; from: string; to: string }> {
+    const pool = await this.requirePool(poolName);
+    this.requireMember(pool, vm);
+    this.requireActsOn(vm);
+    const from = this.inventory.hostOf(vm);
+    if (to !== undefined && !this.cluster.has(to)) throw new UnknownHostError(to, this.cluster.names());
+    const allowed = pool.policy.allowedHosts;
+    const destination = to ?? pickDestination(allowed, from, this.cluster.names(), this.cluster.picture());
+    if (destination === undefined) throw new MigrationRefusedError(poolName, vm, "no other host it may run on is up");
+    if (to !== undefined && allowed.length > 0 && !allowed.includes(to)) {
+      throw new MigrationRefusedError(poolName, vm, `its pool runs only on ${allowed.join(", ")} (startRunningOn)`);
+    }
+    if (!this.cluster.picture().usable(destination)) {
+      const v = this.cluster.view(destination);
+      throw new MigrationRefusedError(poolName, vm, `host ${destination} is ${v.state} (${v.reason ?? ""})`);
+    }
+    const moved = await this.actuator.migrate(poolName, vm, destination, "manual");
+    return { pool: poolName, vm, ...moved };
+  }
+
+  private requireActive(): void {
+    if (this.leaseLost) throw new NotActiveError(`it lost its lease: ${this.leaseLost.message}`);
+  }
+}
+
+interface HostHandlers {
+  readonly lifecycle: (e: LifecycleEvent) => void;
+  readonly ready: () => void;
+  readonly disconnected: () => void;
+}
+
+/** The member's home host, as the engines recorded it at creation (older members have none). */
+function homeOf(metadata: MemberMetadata): string | undefined {
+  return (metadata as { readonly homeHost?: string }).homeHost;
+}
+
+/** The hosts from the options: `hosts`, or the one connection `driver` (+ `events`). */
+function connectionsOf(options: ReconcilerOptions): HostConnection[] {
+  if (options.hosts && options.driver) throw new RangeError("give either hosts or driver, not both");
+  if (options.hosts) return [...options.hosts];
+  if (!options.driver) throw new RangeError("a reconciler needs hosts (or one driver)");
+  return [
+    {
+      name: options.hostName ?? "localhost",
+      uri: "",
+      driver: options.driver,
+      ...(options.events ? { events: options.events } : {}),
+    },
+  ];
 }

@@ -1,7 +1,7 @@
 // After a restart: what to do with each intent a previous run left pending. The decision is a
 // pure function of the intent and the facts read for it; the actuator carries it out.
 import type { Actuator } from "./actuator";
-import type { DomainState, LibvirtDriver } from "./driver/libvirt-driver";
+import type { DomainState } from "./driver/libvirt-driver";
 import type { Inventory } from "./inventory";
 import { systemVolumeOf, type OverlayFacts, type VolumeRef } from "./libvirt-xml";
 import { isDown, isUp, revertsOnReturn, type MemberActivity, type PoolPolicy } from "./pools";
@@ -85,12 +85,13 @@ const ACTIVITY: Record<IntentKind, MemberActivity> = {
 };
 
 export interface RecoveryContext {
-  readonly driver: LibvirtDriver;
   readonly store: StateStore;
   readonly inventory: Inventory;
   readonly actuator: Actuator;
   readonly work: MemberWorkQueue;
   readonly manages: (pool: string) => boolean;
+  /** Whether to recover this member's intents now (its host answers); the others wait for their host. */
+  readonly onHost: (vm: string) => boolean;
   readonly onFailure: (error: Error) => void;
 }
 
@@ -100,7 +101,7 @@ export interface RecoveryContext {
  * that wrapped it is redone.
  */
 export async function recover(c: RecoveryContext): Promise<void> {
-  const pending = c.store.pendingIntents().filter((i) => c.manages(i.pool));
+  const pending = c.store.pendingIntents().filter((i) => c.manages(i.pool) && c.onHost(i.vm));
   const ordered = [...pending.filter((i) => i.kind === "revert"), ...pending.filter((i) => i.kind !== "revert")];
   const reverted = new Set<string>();
   const results = await Promise.allSettled(
@@ -126,9 +127,9 @@ async function readFacts(c: RecoveryContext, intent: Intent, reverted: ReadonlyS
     ...(policy ? { policy } : {}),
     ...(holder ? { holder } : {}),
     ...(need.systemVolume && memberExists
-      ? { systemVolume: systemVolumeOf(await c.driver.domainXml(intent.vm, { inactive: true })) }
+      ? { systemVolume: systemVolumeOf(await c.inventory.driverOf(intent.vm).domainXml(intent.vm, { inactive: true })) }
       : {}),
-    ...(need.state && memberExists ? { state: await c.driver.domainState(intent.vm) } : {}),
+    ...(need.state && memberExists ? { state: await c.inventory.driverOf(intent.vm).domainState(intent.vm) } : {}),
   };
 }
 

@@ -15,6 +15,9 @@ export const REFUSAL_CODES = [
   "not-active",
   "invalid-console-options",
   "lease-held",
+  "unknown-host",
+  "migration-refused",
+  "host-unavailable",
 ] as const;
 export type RefusalCode = (typeof REFUSAL_CODES)[number];
 

@@ -1,4 +1,5 @@
 // The reconciler's public shapes: options, results, events and status.
+import type { HostConnection, HostView } from "./cluster/hosts";
 import type { DomainEventSource } from "./driver/events";
 import type { DomainState, LibvirtDriver } from "./driver/libvirt-driver";
 import type { LeaseOptions } from "./lease";
@@ -13,9 +14,18 @@ export interface RetryPolicy {
 }
 
 export interface ReconcilerOptions {
-  readonly driver: LibvirtDriver;
+  /**
+   * The cluster's hosts, one connection each (names as in the pools' `cluster.hosts`). Give
+   * either this or `driver`.
+   * @default one host: `driver` (with `events`), named `hostName`
+   */
+  readonly hosts?: readonly HostConnection[];
+  /** The one libvirt connection of a single-host reconciler. @default none: `hosts` is required */
+  readonly driver?: LibvirtDriver;
+  /** The single host's name. @default "localhost" (the pools' default cluster host) */
+  readonly hostName?: string;
   readonly store: StateStore;
-  /** Lifecycle events make returns and replenishment immediate; without them the resync notices. */
+  /** The single host's lifecycle events: they make returns and replenishment immediate; without them the resync notices. @default none */
   readonly events?: DomainEventSource;
   /** Epoch milliseconds, for retry times and console ticket expiry. @default Date.now */
   readonly clock?: () => number;
@@ -70,10 +80,15 @@ export interface Activity {
     | "reverted"
     | "returned"
     | "detached"
-    | "rolled-back";
+    | "rolled-back"
+    | "migrated"
+    | "moved-home";
   readonly pool: string;
   readonly vm: string;
   readonly user?: string;
+  /** For migrations and moves home: the hosts. */
+  readonly from?: string;
+  readonly to?: string;
   /** For returns: "shutdown" (guest powered off), "user", "admin", or "recovery" (redone after a restart). */
   readonly by?: string;
 }
@@ -96,6 +111,8 @@ export interface ReconcilerEventMap {
 export interface MemberStatus {
   readonly name: string;
   readonly index: number;
+  /** The host it is defined on now. */
+  readonly host: string;
   readonly state: DomainState;
   readonly templateVersion: number;
   readonly role: "held" | "prestarted" | "free";
@@ -123,7 +140,18 @@ export interface PoolStatus {
   readonly members: readonly MemberStatus[];
 }
 
+/** A cluster host: its state (and why it is not up), and what it runs. */
+export interface HostStatus extends HostView {
+  /** Pool members defined there. */
+  readonly members: number;
+  /** Of those, running. */
+  readonly running: number;
+  /** Free memory as last read (clusters only). */
+  readonly freeMemoryMiB?: number;
+}
+
 export interface ReconcilerStatus {
+  readonly hosts: readonly HostStatus[];
   readonly pools: readonly PoolStatus[];
   /** Each user's VMs across pools. */
   readonly users: Readonly<Record<string, readonly { readonly pool: string; readonly vm: string }[]>>;

@@ -22,6 +22,9 @@ const STATUS_BY_CODE: Readonly<Record<RefusalCode, number>> = {
   "not-active": 503,
   // Only at start-up; a running server never sees it.
   "lease-held": 503,
+  "unknown-host": 404,
+  "migration-refused": 409,
+  "host-unavailable": 409,
 };
 
 class HttpError extends Error {

@@ -82,8 +82,21 @@ export interface MigrateOptions {
   readonly maxDowntimeMs?: number;
   /** Bandwidth cap in MiB/s. @default unlimited */
   readonly bandwidthMiBs?: number;
-  /** Give up (and fail) after this long. @default 3600000 */
+  /**
+   * How long the migration may take: past it, `onTimeout` applies (the default gives up,
+   * killing virsh). @default 3600000
+   */
   readonly timeoutMs?: number;
+  /**
+   * Past `timeoutMs`: "abort" the migration (the guest runs on at the source), or "suspend" the
+   * guest so that the migration finishes with it paused. @default "abort"
+   */
+  readonly onTimeout?: "abort" | "suspend";
+  /**
+   * Where the migration stream goes, e.g. `tcp://10.0.0.2`, when the destination's host name
+   * (libvirt's default) does not lead there. @default libvirt's choice
+   */
+  readonly migrateUri?: string;
 }
 
 /** What the reconciler needs from libvirt; one instance talks to one connection URI. */
@@ -123,6 +136,8 @@ export interface LibvirtDriver {
   /** Creates a copy-on-write volume over a base image; resolves with the new volume's path. */
   createOverlayVolume(pool: string, name: string, spec: OverlayVolumeSpec): Promise<string>;
   migrate(name: string, destinationUri: string, options?: MigrateOptions): Promise<void>;
+  /** The host's free memory in MiB, for placing starts by headroom. */
+  freeMemoryMiB(): Promise<number>;
   /**
    * The contents of every pool policy volume (`*.vmpools-policy.xml`) in the active storage pools.
    * Volumes that cannot be read (e.g. drivers without volume download) are left out.
@@ -364,6 +379,8 @@ export class VirshDriver implements LibvirtDriver {
 
   async migrate(name: string, destinationUri: string, options: MigrateOptions = {}): Promise<void> {
     const flag = (on: boolean | undefined, f: string) => (on ? [f] : []);
+    const timeoutMs = options.timeoutMs ?? 3_600_000;
+    const suspend = options.onTimeout === "suspend";
     const args = [
       "-q",
       "-c",
@@ -379,6 +396,9 @@ export class VirshDriver implements LibvirtDriver {
       ...flag(options.autoConverge, "--auto-converge"),
       ...flag(options.compressed, "--compressed"),
       ...(options.bandwidthMiBs === undefined ? [] : ["--bandwidth", String(options.bandwidthMiBs)]),
+      ...(options.migrateUri === undefined ? [] : ["--migrateuri", options.migrateUri]),
+      // virsh pauses the guest itself once the timeout passes (its default --timeout action).
+      ...(suspend ? ["--timeout", String(Math.max(1, Math.ceil(timeoutMs / 1000))), "--timeout-suspend"] : []),
     ];
     // A migration takes seconds to minutes: it gets its own virsh process so the session keeps
     // serving everything else meanwhile.
@@ -386,7 +406,8 @@ export class VirshDriver implements LibvirtDriver {
       execFile(
         this.options.virshPath ?? "virsh",
         args,
-        { env: { ...process.env, LC_ALL: "C.UTF-8" }, timeout: options.timeoutMs ?? 3_600_000 },
+        // A suspended guest finishes soon after the timeout; give it the same again before giving up.
+        { env: { ...process.env, LC_ALL: "C.UTF-8" }, timeout: suspend ? 2 * timeoutMs : 0 },
         (error, _stdout, stderr) => {
           if (!error) resolve();
           else
@@ -399,10 +420,26 @@ export class VirshDriver implements LibvirtDriver {
         },
       );
     });
-    if (options.maxDowntimeMs !== undefined) {
-      await this.setMaxDowntimeDuring(name, options.maxDowntimeMs, migration);
+    // Aborting through libvirt (not by killing virsh) leaves the guest running at the source.
+    const abort = suspend
+      ? undefined
+      : setTimeout(() => void this.run(["domjobabort", "--domain", name]).catch(() => undefined), timeoutMs);
+    try {
+      if (options.maxDowntimeMs !== undefined) {
+        await this.setMaxDowntimeDuring(name, options.maxDowntimeMs, migration);
+      }
+      await migration;
+    } finally {
+      clearTimeout(abort);
     }
-    await migration;
+  }
+
+  /** Free memory of the host, in MiB (`virsh freecell --all`: every NUMA cell's together). */
+  async freeMemoryMiB(): Promise<number> {
+    const out = await this.run(["freecell", "--all"]);
+    const total = /Total:\s+(\d+)\s*KiB/i.exec(out);
+    if (!total) throw new Error(`unexpected freecell answer: ${out.trim()}`);
+    return Math.floor(Number(total[1]) / 1024);
   }
 
   /**

@@ -85,6 +85,14 @@ export const MIGRATIONS: readonly string[] = [
   `
   ALTER TABLE spare_volumes ADD COLUMN allocation_bytes INTEGER;
   `,
+  // 7: cluster hosts an admin put in maintenance (kept across restarts and shared by reconcilers
+  // on one store: a standby that takes over must not start members there).
+  `
+  CREATE TABLE host_maintenance (
+    host  TEXT PRIMARY KEY,
+    since INTEGER NOT NULL
+  ) STRICT, WITHOUT ROWID;
+  `,
 ];
 
 export const SCHEMA_VERSION = MIGRATIONS.length;

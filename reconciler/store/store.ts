@@ -233,6 +233,11 @@ const statements = (db: Database.Database) => ({
        ON CONFLICT (pool) DO UPDATE SET policy = excluded.policy, updated_at = excluded.updated_at`,
   ),
   policies: db.prepare<[], { pool: string; policy: string }>("SELECT pool, policy FROM policy_documents"),
+  setMaintenance: db.prepare<[string, number]>(
+    "INSERT INTO host_maintenance (host, since) VALUES (?, ?) ON CONFLICT (host) DO NOTHING",
+  ),
+  clearMaintenance: db.prepare<[string]>("DELETE FROM host_maintenance WHERE host = ?"),
+  maintenance: db.prepare<[], { host: string; since: number }>("SELECT host, since FROM host_maintenance"),
 });
 
 const DETACHED = "cancelled: VM detached from its pool";
@@ -511,6 +516,17 @@ export class StateStore {
   /** Remembers the newest policy document read for a pool (parsed, as JSON). */
   savePolicyDocument(pool: string, policy: MemberMetadata): void {
     this.q.setPolicy.run(pool, JSON.stringify(policy), Date.now());
+  }
+
+  /** Puts a cluster host in maintenance, or takes it out; returns whether that changed anything. */
+  setHostMaintenance(host: string, on: boolean): boolean {
+    const r = on ? this.q.setMaintenance.run(host, Date.now()) : this.q.clearMaintenance.run(host);
+    return r.changes > 0;
+  }
+
+  /** Hosts in maintenance, with the time (epoch ms) each went in. */
+  hostsInMaintenance(): Map<string, number> {
+    return new Map(this.q.maintenance.all().map((r) => [r.host, r.since]));
   }
 
   policyDocuments(): Map<string, MemberMetadata> {

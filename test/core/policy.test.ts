@@ -64,6 +64,7 @@ describe("pool policy document", () => {
     const created = planPool(validProps({ size: 2, prestarted: 1 }));
     const records = parseMembers(
       created.members.map((m) => ({ name: m.name, uuid: m.name, state: "shut off", metadataXml: m.metadataXml })),
+      "localhost",
     );
     expect(groupPools(records).get("MyPool-???")!.policy.prestarted).toBe(1);
     const edited = planPool(

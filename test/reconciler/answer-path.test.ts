@@ -2,6 +2,7 @@
 // the answer, counted exactly. A take of a prestarted member needs none while the event stream
 // vouches for its state; holder marks are written after the answer, for takes and returns alike.
 import { HOLDER_NAMESPACE, parseHolderXml } from "../../core/metadata";
+import { Cluster } from "../../reconciler/cluster/cluster";
 import { Inventory } from "../../reconciler/inventory";
 import { StateStore } from "../../reconciler/store/store";
 import { FakeDriver } from "../support/fake-driver";
@@ -67,10 +68,16 @@ describe("a take of a prestarted member", () => {
 });
 
 describe("the states the inventory vouches for", () => {
-  const record = { name: "m1", uuid: "00000000-0000-4000-8000-000000000001", state: "running" as const };
+  const record = {
+    name: "m1",
+    uuid: "00000000-0000-4000-8000-000000000001",
+    host: "localhost",
+    state: "running" as const,
+  };
   const inventory = () => {
     const store = StateStore.open(":memory:");
-    const inv = new Inventory(new FakeDriver(), store, () => true, Date.now);
+    const cluster = new Cluster([{ name: "localhost", uri: "", driver: new FakeDriver() }]);
+    const inv = new Inventory(cluster, store, () => true, Date.now);
     inv.set({ ...record, metadata: memberMetadataFixture() });
     return inv;
   };
@@ -78,15 +85,15 @@ describe("the states the inventory vouches for", () => {
   it("none before events flow, or after they stop", () => {
     const inv = inventory();
     expect(inv.vouchedState("m1")).toBeUndefined();
-    inv.setEventsFlowing(true);
+    inv.setEventsFlowing("localhost", true);
     expect(inv.vouchedState("m1")).toBe("running");
-    inv.setEventsFlowing(false);
+    inv.setEventsFlowing("localhost", false);
     expect(inv.vouchedState("m1")).toBeUndefined();
   });
 
   it("not a member's after a stop was reported, until its state is read or reported again", () => {
     const inv = inventory();
-    inv.setEventsFlowing(true);
+    inv.setEventsFlowing("localhost", true);
     inv.doubt("m1");
     expect(inv.vouchedState("m1")).toBeUndefined();
     // A listing's record is no read of the state now: it may predate the stop.

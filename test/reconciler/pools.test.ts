@@ -33,7 +33,7 @@ describe("groupPools", () => {
       domain("stranger", "u6", "running"),
       domain("broken", "u7", "running", `<member xmlns="https://vmpools.dev/xmlns/pool/1"/>`),
     ];
-    const pools = groupPools(parseMembers(domains));
+    const pools = groupPools(parseMembers(domains, "localhost"));
     expect([...pools.keys()]).toEqual(["A", "B"]);
     const a = pools.get("A")!;
     expect(a.members.map((m) => [m.name, m.index, m.state, m.templateVersion])).toEqual([

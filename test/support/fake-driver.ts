@@ -82,6 +82,19 @@ export interface FakeDriverOptions {
   readonly requireDiskVolumes?: boolean;
   /** Timestamps of lifecycle events. @default Date.now */
   readonly clock?: () => number;
+  /** What `freeMemoryMiB` answers (changeable with `setFreeMemoryMiB`). @default 8192 */
+  readonly freeMemoryMiB?: number;
+  /**
+   * Other fakes by URI, the hosts of a cluster: `migrate` moves a running domain to the one its
+   * destination URI names, as libvirt does between hosts. @default none (migrate is refused, as
+   * on the test hypervisor)
+   */
+  readonly peers?: ReadonlyMap<string, FakeDriver>;
+  /**
+   * Storage shared with other fakes (pass the same map to each): a volume made on one host is
+   * there on the others, as with shared storage live migration needs. @default this fake's own
+   */
+  readonly sharedStorage?: Map<string, unknown>;
 }
 
 /** What a guest does when asked to shut down; the test hypervisor's guests stop at once. */
@@ -314,7 +327,9 @@ export class FakeDriver implements LibvirtDriver {
   readonly events = new FakeDomainEvents();
   readonly uri: string;
   private readonly domains = new Map<string, Domain>();
-  private readonly pools = new Map<string, Pool>();
+  private readonly pools: Map<string, Pool>;
+  private freeMemory: number;
+  private readonly peers?: ReadonlyMap<string, FakeDriver>;
   private readonly failures: Failure[] = [];
   private readonly gates: PendingGate[] = [];
   private readonly log: FakeCall[] = [];
@@ -330,7 +345,12 @@ export class FakeDriver implements LibvirtDriver {
     this.latencyMs = options.latencyMs ?? 0;
     this.requireDiskVolumes = options.requireDiskVolumes ?? true;
     this.clock = options.clock ?? Date.now;
-    for (const p of options.storagePools ?? [{ name: "default-pool", path: "/default-pool" }]) this.addStoragePool(p);
+    this.freeMemory = options.freeMemoryMiB ?? 8192;
+    this.peers = options.peers;
+    this.pools = (options.sharedStorage as Map<string, Pool> | undefined) ?? new Map<string, Pool>();
+    for (const p of options.storagePools ?? [{ name: "default-pool", path: "/default-pool" }]) {
+      if (!this.pools.has(p.name)) this.addStoragePool(p);
+    }
   }
 
   // ---- test hooks ------------------------------------------------------------------------------
@@ -685,13 +705,47 @@ export class FakeDriver implements LibvirtDriver {
     });
   }
 
-  migrate(name: string, destinationUri: string, _options?: MigrateOptions): Promise<void> {
+  /** Every migration this fake made, with its options, for tests of what the reconciler asked for. */
+  readonly migrations: { readonly name: string; readonly destinationUri: string; readonly options: MigrateOptions }[] =
+    [];
+
+  migrate(name: string, destinationUri: string, options: MigrateOptions = {}): Promise<void> {
     return this.call("migrate", name, () => {
-      throw new VirshError(
-        ["migrate", name, destinationUri],
-        "this function is not supported by the connection driver: virDomainMigrate3",
-      );
+      const args = ["migrate", name, destinationUri];
+      const peer = this.peers?.get(destinationUri);
+      if (!this.peers) {
+        throw new VirshError(args, "this function is not supported by the connection driver: virDomainMigrate3");
+      }
+      if (!peer)
+        throw new VirshError(args, `failed to connect to the hypervisor\nunable to connect to ${destinationUri}`);
+      if (peer === this) throw new VirshError(args, "internal error: Attempt to migrate guest to the same host");
+      const d = this.requireDomain(name, args);
+      if (d.state !== "running") throw new VirshError(args, "Requested operation is not valid: domain is not running");
+      this.migrations.push({ name: d.name, destinationUri, options });
+      peer.receiveMigrated(d);
+      this.domains.delete(d.name);
+      this.emitLifecycle(d.name, "Suspended", "Migrated");
+      this.emitLifecycle(d.name, "Stopped", "Migrated");
+      this.emitLifecycle(d.name, "Undefined", "Removed");
     });
+  }
+
+  /** @internal The destination side of {@link migrate}: the domain runs here now, persistent. */
+  receiveMigrated(d: Readonly<Domain>): void {
+    if (this.domains.has(d.name)) throw new VirshError(["migrate"], `domain '${d.name}' already exists`);
+    this.domains.set(d.name, { ...d, persistent: true, id: this.nextId++, guest: { ...d.guest } });
+    this.emitLifecycle(d.name, "Defined", "Added");
+    this.emitLifecycle(d.name, "Started", "Migrated");
+    this.emitLifecycle(d.name, "Resumed", "Migrated");
+  }
+
+  freeMemoryMiB(): Promise<number> {
+    return this.call("freeMemoryMiB", undefined, () => this.freeMemory);
+  }
+
+  /** What freeMemoryMiB answers from now on. */
+  setFreeMemoryMiB(mib: number): void {
+    this.freeMemory = mib;
   }
 
   readPolicyDocuments(): Promise<readonly string[]> {
