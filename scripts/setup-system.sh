@@ -3,7 +3,7 @@
 # everything is there). Needs root, as on CI.
 set -euo pipefail
 PACKAGES=(libvirt-daemon libvirt-daemon-driver-qemu libvirt-clients qemu-system-x86 qemu-utils
-  genisoimage xorriso libxml2-utils mtools python3-yaml iproute2)
+  genisoimage xorriso libxml2-utils mtools python3-yaml iproute2 postgresql libpq-dev)
 missing=()
 for p in "${PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

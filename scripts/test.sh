@@ -9,6 +9,7 @@ bash scripts/ensure-node-deps.sh
 echo "== typecheck" && npx tsc --noEmit -p .
 echo "== lint" && npx eslint . && npx prettier --check . >/dev/null
 echo "== libvirtd" && bash scripts/libvirt-up.sh
+echo "== postgresql (test cluster)" && bash scripts/postgres-up.sh
 # The Terraform provider stand-ins (built once, cached) and their own Go tests, which must find
 # libvirtd (never skip).
 echo "== terraform tools" && bash scripts/terraform-tools.sh >/dev/null
