@@ -35,7 +35,6 @@ import {
   type MemberRecord,
   type Pool,
 } from "./pools";
-import type { MemberMetadata } from "../core/metadata";
 import { recover } from "./recovery";
 import type { ConsoleOptions, StateStore } from "./store/store";
 import type {
@@ -769,7 +768,7 @@ export class Reconciler extends EventEmitter<ReconcilerEventMap> {
   private moveHomeIfAway(vm: string): void {
     const record = this.inventory.member(vm);
     if (!record || !this.running || this.work.isBusy(vm)) return;
-    const home = homeOf(record.metadata);
+    const home = record.metadata.homeHost;
     if (home === undefined || home === record.host || !this.cluster.has(home)) return;
     if (record.state !== "shut off" || this.store.holder(record.metadata.pool, vm)) return;
     if (!this.cluster.picture().usable(home) || !this.actsOnHost(record.host)) return;
@@ -830,11 +829,6 @@ interface HostHandlers {
   readonly lifecycle: (e: LifecycleEvent) => void;
   readonly ready: () => void;
   readonly disconnected: () => void;
-}
-
-/** The member's home host, as the engines recorded it at creation (older members have none). */
-function homeOf(metadata: MemberMetadata): string | undefined {
-  return (metadata as { readonly homeHost?: string }).homeHost;
 }
 
 /** The hosts from the options: `hosts`, or the one connection `driver` (+ `events`). */

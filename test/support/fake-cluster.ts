@@ -1,0 +1,117 @@
+// A cluster of FakeDrivers (test/support/fake-driver.ts): one per host, sharing storage (as
+// live migration needs) and able to migrate to each other, with a pool deployed on them as the
+// engines would (each member on its planned host) and a Reconciler over all of them.
+import { planPool, systemDiskOf, type PoolPlan } from "../../core/plan";
+import type { VmPoolProps } from "../../core/spec";
+import { renderDomainXml } from "../../reconciler/local/domain-xml";
+import { Reconciler, type Activity, type Failure, type MemberStatus } from "../../reconciler/reconciler";
+import { StateStore } from "../../reconciler/store/store";
+import { FakeDriver } from "./fake-driver";
+import { validProps } from "./fixtures";
+
+const STORAGE_POOL = "default-pool";
+
+export interface FakeCluster {
+  /** Fakes by host name. */
+  readonly hosts: ReadonlyMap<string, FakeDriver>;
+  readonly store: StateStore;
+  readonly plan: PoolPlan;
+  readonly pool: string;
+  readonly failures: Failure[];
+  readonly activities: Activity[];
+  reconciler: Reconciler;
+  /** A fresh reconciler on the same fakes and store, as after a restart of `serve`. */
+  restart(): Promise<void>;
+  member(vm: string): MemberStatus;
+  /** The host a member's domain is on, as the fakes have it (not as the reconciler thinks). */
+  whereIs(vm: string): string | undefined;
+  close(): Promise<void>;
+}
+
+export const fakeUri = (host: string) => `fake://${host}/system`;
+
+/** Hosts `h1`…`hN` in props' cluster, the pool deployed on them; the reconciler is started. */
+export async function startFakeCluster(
+  hostCount: number,
+  props: Partial<VmPoolProps>,
+  options: { readonly freeMemoryMiB?: Record<string, number> } = {},
+): Promise<FakeCluster> {
+  const names = Array.from({ length: hostCount }, (_, i) => `h${i + 1}`);
+  const peers = new Map<string, FakeDriver>();
+  const sharedStorage = new Map<string, unknown>();
+  const hosts = new Map(
+    names.map((h) => {
+      const fake = new FakeDriver({
+        uri: fakeUri(h),
+        peers,
+        sharedStorage,
+        ...(options.freeMemoryMiB?.[h] === undefined ? {} : { freeMemoryMiB: options.freeMemoryMiB[h] }),
+      });
+      peers.set(fakeUri(h), fake);
+      return [h, fake] as const;
+    }),
+  );
+  const plan = planPool(
+    validProps({
+      name: "Cl-???",
+      cluster: { name: "fake", hosts: names.map((name) => ({ name, uri: fakeUri(name) })) },
+      ...props,
+    }),
+  );
+  for (const vm of plan.members) {
+    const fake = hosts.get(vm.host.name)!;
+    const disk = systemDiskOf(vm);
+    for (const media of vm.disks.filter((d) => d !== disk)) fake.uploadVolume(STORAGE_POOL, media.volumeName, "media");
+    await fake.createOverlayVolume(STORAGE_POOL, disk.volumeName, {
+      backingPath: disk.backingStore!.path,
+      backingFormat: disk.backingStore!.format,
+      capacityBytes: disk.capacityGiB! * 2 ** 30,
+    });
+    await fake.defineDomain(renderDomainXml(vm, { storagePool: STORAGE_POOL, domainType: "test" }));
+  }
+  const store = StateStore.open(":memory:");
+  const failures: Failure[] = [];
+  const activities: Activity[] = [];
+  const make = () => {
+    const r = new Reconciler({
+      hosts: names.map((name) => ({
+        name,
+        uri: fakeUri(name),
+        driver: hosts.get(name)!,
+        events: hosts.get(name)!.events,
+      })),
+      store,
+      retry: { maxAttempts: 2, baseDelayMs: 10 },
+      shutdownTimeoutMs: 1000,
+      resyncIntervalMs: 3_600_000,
+    });
+    r.on("failure", (f) => failures.push(f));
+    r.on("activity", (a) => activities.push(a));
+    return r;
+  };
+  const c: FakeCluster = {
+    hosts,
+    store,
+    plan,
+    pool: plan.pool.name,
+    failures,
+    activities,
+    reconciler: make(),
+    async restart() {
+      await c.reconciler.stop();
+      c.reconciler = make();
+      await c.reconciler.start();
+      await c.reconciler.idle();
+    },
+    member: (vm) => c.reconciler.status().pools[0]!.members.find((m) => m.name === vm)!,
+    whereIs: (vm) => [...hosts].find(([, f]) => f.domain(vm) !== undefined)?.[0],
+    async close() {
+      await c.reconciler.stop();
+      store.close();
+      for (const f of hosts.values()) await f.close();
+    },
+  };
+  await c.reconciler.start();
+  await c.reconciler.idle();
+  return c;
+}
