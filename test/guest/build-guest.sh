@@ -95,6 +95,8 @@ cat >"$ROOT/init" <<'INIT'
 #   MARKER-WRITTEN[<text>]           after vmpools.action=write-marker:<text>, flushed
 #   VMPOOLS-GUEST-ERROR <why>        something failed; the guest still powers off
 #   VMPOOLS-GUEST-STAYING            vmpools.after=stay: up until destroyed, instead of powering off
+#   HEARTBEAT <n> <uptime s>         vmpools.after=heartbeat: as stay, printing n = 1, 2, ... about
+#                                    every 100 ms (a live migration continues n; a reboot restarts it)
 #   VMPOOLS-GUEST-POWEROFF           about to power off
 export PATH=/bin
 mount -t proc proc /proc
@@ -154,6 +156,16 @@ esac
 if [ "$after" = "stay" ]; then
   echo "VMPOOLS-GUEST-STAYING"
   while :; do sleep 1; done
+fi
+if [ "$after" = "heartbeat" ]; then
+  echo "VMPOOLS-GUEST-STAYING"
+  n=0
+  while :; do
+    n=$((n + 1))
+    read -r up _ </proc/uptime
+    echo "HEARTBEAT $n $up"
+    sleep 0.1
+  done
 fi
 off
 INIT
