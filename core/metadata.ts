@@ -39,6 +39,11 @@ export interface MemberMetadata {
   readonly deleteProtection: boolean;
   readonly spiceProxy?: string;
   readonly allowedHosts: readonly string[];
+  /**
+   * The member's home host, fixed at creation: where the reconciler moves a migrated member's
+   * definition back to. Absent in the policy document and in members created before it existed.
+   */
+  readonly homeHost?: string;
   readonly migrationMode: string;
   readonly migrationPolicy?: string;
   readonly migrationDowntimeMs?: number;
@@ -46,7 +51,7 @@ export interface MemberMetadata {
   readonly compression: string;
 }
 
-export function memberMetadata(pool: ResolvedPool, index: number): MemberMetadata {
+export function memberMetadata(pool: ResolvedPool, index: number, homeHost?: string): MemberMetadata {
   return {
     pool: pool.name,
     cluster: pool.clusterName,
@@ -63,6 +68,7 @@ export function memberMetadata(pool: ResolvedPool, index: number): MemberMetadat
     deleteProtection: pool.deleteProtection,
     spiceProxy: pool.spiceProxy,
     allowedHosts: pool.allowedHosts.map((h) => h.name),
+    ...(homeHost === undefined ? {} : { homeHost }),
     migrationMode: pool.migration.mode,
     migrationPolicy: pool.migration.policy,
     migrationDowntimeMs: pool.migration.customDowntimeMs,
@@ -122,7 +128,7 @@ function renderElement(root: "member" | "pool", m: MemberMetadata, rootAttrs: At
         deleteProtection: m.deleteProtection,
       }),
       child("console", { spiceProxy: m.spiceProxy }),
-      child("placement", { hosts: m.allowedHosts.join(",") }),
+      child("placement", { hosts: m.allowedHosts.join(","), home: m.homeHost }),
       child("migration", {
         mode: m.migrationMode,
         policy: m.migrationPolicy,
@@ -160,6 +166,7 @@ export function parseMetadataXml(xml: string, root: "member" | "pool" = "member"
   if (!ours || !template || !policy || !migration) return undefined;
   const member = ours.attrs;
   const num = (v: string | undefined) => (v === undefined ? undefined : Number(v));
+  const home = ours.part("placement")?.attrs.home;
   return {
     pool: member.pool!,
     cluster: member.cluster!,
@@ -176,6 +183,7 @@ export function parseMetadataXml(xml: string, root: "member" | "pool" = "member"
     deleteProtection: policy.deleteProtection === "true",
     spiceProxy: ours.part("console")?.attrs.spiceProxy,
     allowedHosts: (ours.part("placement")?.attrs.hosts ?? "").split(",").filter(Boolean),
+    ...(home === undefined || home === "" ? {} : { homeHost: home }),
     migrationMode: migration.mode!,
     migrationPolicy: migration.policy,
     migrationDowntimeMs: num(migration.downtimeMs),

@@ -8,7 +8,7 @@ import {
   type MemberMetadata,
 } from "./metadata";
 import { hostnameFor, memberName, memberNamePattern } from "./naming";
-import { homeHost } from "./placement";
+import { homeHost, type PoolPlacement } from "./placement";
 import type { ResolvedPool } from "./resolved";
 import type { DiskFormat, HostRef, NumaTuneMode, VmPoolProps } from "./spec";
 import { resolvePool } from "./validate";
@@ -104,7 +104,22 @@ export interface PoolPlan {
   /** Every detached member, whatever its index: the engines forget their resources, never destroy them. */
   readonly detached: readonly VmPlan[];
   readonly policy: PolicyPlan;
+  /**
+   * The placement to record for this pool: the host of every member and detached member of the
+   * plan, in index order (members a shrink removed drop out). The engines write it back to the
+   * placement record.
+   */
+  readonly placement: PoolPlacement;
   readonly warnings: readonly string[];
+}
+
+export interface PlanOptions {
+  /**
+   * The pool's entry of the placement record: a member in it keeps its recorded host; a member
+   * not in it is placed by rendezvous hashing over the allowed hosts of this plan.
+   * @default {} — every member placed by hashing
+   */
+  readonly placement?: PoolPlacement;
 }
 
 /** A member's system disk (every member has one). */
@@ -210,9 +225,15 @@ function configMedia(pool: ResolvedPool, vmName: string, index: number, hostname
   return { kind: "sysprep", computerName, device: props.media ?? "cdrom", files: sysprepMediaFiles(xml) };
 }
 
-/** Validates props and computes every member. Pure: same props in, same plan out. */
-export function planPool(props: VmPoolProps, subject?: string): PoolPlan {
-  const { pool, warnings } = resolvePool(props, subject);
+/**
+ * Validates props and computes every member. Pure: same props and placement in, same plan out.
+ * A member keeps the host the placement record gives it (a recorded host no longer in the
+ * cluster is a validation error); a new member gets the rendezvous pick over the allowed hosts.
+ */
+export function planPool(props: VmPoolProps, subject?: string, options: PlanOptions = {}): PoolPlan {
+  const recorded = options.placement ?? {};
+  const { pool, warnings } = resolvePool(props, subject, recorded);
+  const hostsByName = new Map(pool.clusterHosts.map((h) => [h.name, h]));
   const cells = numaCells(pool);
   const tune = numaTune(pool);
   const description = [pool.description, pool.comment].filter((s) => s.length > 0).join("\n\n");
@@ -230,12 +251,14 @@ export function planPool(props: VmPoolProps, subject?: string): PoolPlan {
     const name = memberName(pool.mask, index);
     const hostname = hostnameFor(name);
     const media = configMedia(pool, name, index, hostname);
-    const metadata = memberMetadata(pool, index);
+    // resolvePool checked that a recorded host is a cluster host.
+    const host = hostsByName.get(recorded[name] ?? "") ?? homeHost(name, pool.allowedHosts);
+    const metadata = memberMetadata(pool, index, host.name);
     (detachedNames.has(name) ? detached : members).push({
       index,
       name,
       hostname,
-      host: homeHost(name, pool.allowedHosts),
+      host,
       description,
       domainType: pool.template.domainType,
       machine: pool.template.machine,
@@ -261,5 +284,8 @@ export function planPool(props: VmPoolProps, subject?: string): PoolPlan {
     });
   }
   const policy = { volumeName: policyVolumeName(pool.name), xml: renderPolicyDocument(pool) };
-  return { pool, members, detached, policy, warnings };
+  const placement = Object.fromEntries(
+    [...members, ...detached].sort((a, b) => a.index - b.index).map((m) => [m.name, m.host.name]),
+  );
+  return { pool, members, detached, policy, placement, warnings };
 }

@@ -10,6 +10,7 @@ import {
   parseNameMask,
   type NameMask,
 } from "./naming";
+import type { PoolPlacement } from "./placement";
 import type { ResolvedPool } from "./resolved";
 import { OPERATING_SYSTEMS, type DiskFormat, type HostRef, type StoragePoolRef, type VmPoolProps } from "./spec";
 
@@ -41,8 +42,16 @@ const oneOf = <T extends string>(v: unknown, allowed: readonly T[]): v is T =>
   typeof v === "string" && (allowed as readonly string[]).includes(v);
 const list = (values: readonly string[]) => values.map((v) => `"${v}"`).join(", ");
 
-/** Checks every prop, applies defaults and returns the resolved pool, or throws `PoolSpecError`. */
-export function resolvePool(props: VmPoolProps, subject = "VmPool"): { pool: ResolvedPool; warnings: string[] } {
+/**
+ * Checks every prop, applies defaults and returns the resolved pool, or throws `PoolSpecError`.
+ * `placement` is the pool's entry of the placement record: every host it names for a member of
+ * this plan must still be a cluster host (and, for managed members, one they may run on).
+ */
+export function resolvePool(
+  props: VmPoolProps,
+  subject = "VmPool",
+  placement: PoolPlacement = {},
+): { pool: ResolvedPool; warnings: string[] } {
   const errors = new IssueCollector();
   const warnings: string[] = [];
   const int = (prop: string, v: unknown, min: number, max: number, fix = ""): boolean => {
@@ -478,6 +487,17 @@ export function resolvePool(props: VmPoolProps, subject = "VmPool"): { pool: Res
   const description = text("description", props.description);
   const comment = text("comment", props.comment);
 
+  if (sizeOk && typeof parsed !== "string") {
+    checkPlacement(errors, placement, {
+      members: Array.from({ length: props.size }, (_, i) => memberName(mask, i + 1)).filter(
+        (vm) => !detached.includes(vm),
+      ),
+      detached,
+      clusterHosts: hostNames,
+      allowedHosts: new Set(allowedHosts.map((h) => h.name)),
+    });
+  }
+
   errors.throwIfAny(subject);
 
   return {
@@ -524,4 +544,49 @@ export function resolvePool(props: VmPoolProps, subject = "VmPool"): { pool: Res
       network: { network, model },
     },
   };
+}
+
+/**
+ * A recorded host a member of the plan can no longer have: gone from `cluster.hosts` (Terraform
+ * or Pulumi would lose the provider its domain lives on) or, for a managed member, not in
+ * `host.startRunningOn` any more. One issue per host, naming its members.
+ */
+function checkPlacement(
+  errors: IssueCollector,
+  placement: PoolPlacement,
+  plan: {
+    readonly members: readonly string[];
+    readonly detached: readonly string[];
+    readonly clusterHosts: ReadonlySet<string>;
+    readonly allowedHosts: ReadonlySet<string>;
+  },
+): void {
+  const gone = new Map<string, string[]>();
+  const notAllowed = new Map<string, string[]>();
+  const add = (to: Map<string, string[]>, host: string, vm: string) => to.set(host, [...(to.get(host) ?? []), vm]);
+  for (const vm of [...plan.members, ...plan.detached]) {
+    const host = placement[vm];
+    if (host === undefined) continue;
+    if (!plan.clusterHosts.has(host)) add(gone, host, vm);
+    else if (!plan.detached.includes(vm) && !plan.allowedHosts.has(host)) add(notAllowed, host, vm);
+  }
+  const names = (vms: readonly string[]) =>
+    vms.length <= 6 ? vms.join(", ") : `${vms.slice(0, 5).join(", ")} and ${vms.length - 5} more`;
+  for (const [host, vms] of gone) {
+    errors.add(
+      "cluster.hosts",
+      host,
+      `is missing, but the placement record (vmpools.placement.json) has members on it: ${names(vms)}; ` +
+        `keep host ${host} in cluster.hosts until its members are moved: detach them (vmpools detach, then ` +
+        `detached), or lower size with allowShrink`,
+    );
+  }
+  for (const [host, vms] of notAllowed) {
+    errors.add(
+      "host.startRunningOn.hosts",
+      host,
+      `is not allowed, but the placement record (vmpools.placement.json) has members on it: ${names(vms)}; ` +
+        `keep ${host} in host.startRunningOn while they live there, or detach them, or lower size with allowShrink`,
+    );
+  }
 }

@@ -1,4 +1,4 @@
-import { Testing, TerraformStack } from "cdktf";
+import { App, Testing, TerraformStack } from "cdktf";
 // Not re-exported by cdktf's index, but the hook its own TerraformAsset uses to write files at
 // synth. cdktf 0.21 is the last release (the project is archived), so it will not move; the
 // peer range pins it.
@@ -20,6 +20,7 @@ import {
 } from "node:fs";
 import { dirname, join } from "node:path";
 import { ownPackage } from "./own-package";
+import { writeAppPlacementRecords } from "./placement";
 import type { JsonObject } from "./terraform-json";
 
 /** Suffix of the Terraform JSON files pools write next to the stack's `cdk.tf.json`. */
@@ -84,6 +85,9 @@ export class StackPoolFiles extends Construct {
         const folderOf = (s: TerraformStack) =>
           join(session.outdir, dirname(session.manifest.forStack(s).synthesizedStackPath));
         this.write(folderOf(stack));
+        // The app's own synth (not Testing.fullSynth's): the placement records, once for all stacks.
+        const app = App.of(stack);
+        if (session.manifest === app.manifest) writeAppPlacementRecords(app, session.manifest);
         // A stack of the app whose last pool was removed has no instance of its own to clean up.
         for (const other of stack.node.root.node.findAll()) {
           if (TerraformStack.isStack(other) && !other.node.tryFindChild("vmpools-files")) {

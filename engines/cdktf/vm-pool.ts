@@ -10,8 +10,20 @@ import { externalProviderFor, hostProbeAsset, libvirtProviderFor, providerAlias 
 import { claimLogicalId, reserveName, terraformName } from "./addresses";
 import { POOL_ASSET_DIR, POOL_FILE_SUFFIX, StackPoolFiles, type PoolAsset } from "./pool-files";
 import { memberJson, type JsonObject, type MemberIds } from "./terraform-json";
+import { claimRecordedPlacement, notePlacement, placementRecordPath } from "./placement";
 
 export type { VmPoolProps } from "../../core";
+
+/** Where the cdktf construct keeps its placement record (not part of the pool's definition). */
+export interface VmPoolRecordProps {
+  /**
+   * The placement record: which host each member was placed on, so that a member keeps its host
+   * when hosts are added. Read before planning and written at synth; keep it in version control.
+   * @default `vmpools.placement.json` in the working directory when the app synthesizes into it
+   * (`cdktf.out`, as `cdktf synth` does); otherwise no record (members placed by hashing alone)
+   */
+  readonly placementRecordPath?: string;
+}
 
 /**
  * Terraform addresses of one member's resources, e.g. `libvirt_domain.MyPool_MyPool-001_domain`;
@@ -49,9 +61,12 @@ export class VmPool extends Construct {
   /** The pool's construct path inside its stack as a Terraform name, e.g. `MyPool`. */
   private readonly poolPath: string;
 
-  constructor(scope: Construct, id: string, props: VmPoolProps) {
+  constructor(scope: Construct, id: string, props: VmPoolProps & VmPoolRecordProps) {
     super(scope, id);
-    this.plan = planPool(props, `VmPool ${this.node.path}`);
+    const recordFile = placementRecordPath(this, props.placementRecordPath);
+    const placement = recordFile === undefined ? {} : claimRecordedPlacement(this, recordFile, props.name);
+    this.plan = planPool(props, `VmPool ${this.node.path}`, { placement });
+    if (recordFile !== undefined) notePlacement(this, recordFile, props.name, this.plan.placement);
     for (const warning of this.plan.warnings) Annotations.of(this).addWarning(warning);
     const scopes = this.node.scopes;
     this.poolPath = terraformName(
@@ -214,6 +229,7 @@ export class VmPool extends Construct {
       storage_pool: "true",
       available_bytes: "true",
       member_count: "true",
+      misplaced: '${self.result.misplaced == ""}',
     };
     const probe = new DataExternal(this, `probe-${host.name}`, {
       provider: externalProviderFor(this),

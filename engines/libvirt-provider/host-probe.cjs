@@ -3,11 +3,14 @@
 // Input (stdin, JSON): { "uri", "candidates": "poolA,poolB", "member_pattern": "^MyPool-([0-9]{3})$",
 //   "detached": "MyPool-004,…" (members detached from the pool: independent VMs, not counted),
 //   "size": "3", "holder_uri": "<the reconciler's holder namespace>",
-//   "member_uri": "<the pool's member namespace>" }
+//   "member_uri": "<the pool's member namespace>", "host": "h1" (the name of this host),
+//   "placement": "h1=1-5,9;h2=6-8" (which member indices the plan puts on which host) }
 // Output (stdout, JSON of strings): the candidate storage pool with the most free space and the
 // highest member index already defined on the host (the shrink guard compares it with `size`),
 // and the members above `size` that a user holds (the reconciler marks them in their metadata):
-// those are never destroyed by a shrink.
+// those are never destroyed by a shrink. And `misplaced`: members within the size that are
+// defined here while the plan puts them on another host, e.g. "MyPool-007 (planned on h2)":
+// creating them there would make a second domain of the same name.
 // Standalone on purpose: Terraform copies this file alone into the stack's assets.
 "use strict";
 const { execFileSync } = require("node:child_process");
@@ -30,6 +33,24 @@ function metadataOf(uri, domain, ns) {
 function holderOf(uri, domain, holderUri) {
   const m = /\buser="([^"]*)"/.exec(metadataOf(uri, domain, holderUri) || "");
   return m ? m[1] : undefined;
+}
+
+/** "h1=1-5,9;h2=6-8" as index → host name. */
+function parsePlacement(text) {
+  const hostOf = new Map();
+  for (const part of String(text || "").split(";")) {
+    const eq = part.lastIndexOf("=");
+    if (eq < 1) continue;
+    const host = part.slice(0, eq);
+    for (const range of part
+      .slice(eq + 1)
+      .split(",")
+      .filter(Boolean)) {
+      const [from, to] = range.split("-").map(Number);
+      for (let i = from; i <= (to === undefined ? from : to); i++) hostOf.set(i, host);
+    }
+  }
+  return hostOf;
 }
 
 function main(query) {
@@ -66,6 +87,8 @@ function main(query) {
   // the reconciler keeps handing out.
   const undetached = [];
   const size = Number(query.size || "0");
+  const misplaced = [];
+  const planned = query.host && query.placement !== undefined ? parsePlacement(query.placement) : undefined;
   if (query.member_pattern) {
     const pattern = new RegExp(query.member_pattern);
     const detached = new Set(String(query.detached || "").split(","));
@@ -77,6 +100,9 @@ function main(query) {
       if (m && !detached.has(line.trim())) {
         count++;
         maxIndex = Math.max(maxIndex, Number(m[1]));
+        const elsewhere = planned && planned.get(Number(m[1]));
+        if (elsewhere !== undefined && elsewhere !== query.host)
+          misplaced.push(`${line.trim()} (planned on ${elsewhere})`);
         if (query.holder_uri && size > 0 && Number(m[1]) > size) {
           const user = holderOf(uri, line.trim(), query.holder_uri);
           if (user !== undefined) heldAbove.push(`${line.trim()} (${user})`);
@@ -91,6 +117,7 @@ function main(query) {
     held_above: heldAbove.join(", "),
     undetached: undetached.join(", "),
     member_count: String(count),
+    misplaced: misplaced.join(", "),
   };
 }
 

@@ -1,5 +1,12 @@
 import { join } from "node:path";
-import { HOLDER_NAMESPACE, METADATA_NAMESPACE, memberNamePattern, type HostRef, type PoolPlan } from "../../core";
+import {
+  HOLDER_NAMESPACE,
+  METADATA_NAMESPACE,
+  indexRanges,
+  memberNamePattern,
+  type HostRef,
+  type PoolPlan,
+} from "../../core";
 
 /**
  * The plan-time probe of one host (host-probe.cjs: the storage pool with the most free space,
@@ -20,7 +27,21 @@ export function probeQuery(plan: PoolPlan, host: HostRef): Record<string, string
     size: String(pool.size),
     holder_uri: HOLDER_NAMESPACE,
     member_uri: METADATA_NAMESPACE,
+    host: host.name,
+    placement: placementQuery(plan),
   };
+}
+
+/**
+ * Which member indices the plan puts on which host, `h1=1-5,9;h2=6-8` (hosts in cluster order):
+ * every probe gets all of it, so a member found on the wrong host can say where it belongs.
+ */
+export function placementQuery(plan: PoolPlan): string {
+  return plan.pool.clusterHosts
+    .map((h) => [h.name, indexRanges(plan.members.filter((m) => m.host.name === h.name).map((m) => m.index))])
+    .filter(([, ranges]) => ranges !== "")
+    .map(([name, ranges]) => `${name}=${ranges}`)
+    .join(";");
 }
 
 /**
@@ -38,6 +59,11 @@ export interface ProbeResult {
   readonly held_above: string;
   readonly undetached: string;
   readonly member_count: string;
+  /**
+   * Members defined on this host that the plan puts on another, e.g. `MyPool-007 (planned on h2)`.
+   * Optional for `hostProbe` functions written before it existed: absent is none.
+   */
+  readonly misplaced?: string;
 }
 
 /** One check of the shrink guard: `failed` tells from a result, `message` says why and what to do. */
@@ -76,5 +102,16 @@ export function guardChecks(plan: PoolPlan, host: HostRef): readonly GuardCheck[
       `Pool ${pool.name}: host ${host.name} has members above the new size ${pool.size}; lowering size ` +
       `would destroy them. Raise size again, detach those members, or set allowShrink: true.`,
   };
-  return pool.allowShrink ? [held, undetached] : [shrink, held, undetached];
+  // A member on the wrong host: the record was lost or is stale, or the reconciler migrated the
+  // member and has not moved it home yet. The plan would create a second domain of its name.
+  const misplaced: GuardCheck = {
+    field: "misplaced",
+    failed: (r) => (r.misplaced ?? "") !== "",
+    message: (v) =>
+      `Pool ${pool.name}: host ${host.name} already has members that the plan would create on another host ` +
+      `(${v}). The placement record (vmpools.placement.json) was lost or is stale, or the reconciler ` +
+      `migrated them and has not moved them home yet: restore vmpools.placement.json from version control, ` +
+      `or record where each is, e.g. "${pool.name}": { "<member>": "${host.name}" }.`,
+  };
+  return pool.allowShrink ? [held, undetached, misplaced] : [shrink, held, undetached, misplaced];
 }

@@ -2,7 +2,7 @@ import * as pulumi from "@pulumi/pulumi";
 import { execFile } from "node:child_process";
 import { createHash, randomBytes } from "node:crypto";
 import { chmodSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
-import { join, resolve } from "node:path";
+import { isAbsolute, join, resolve } from "node:path";
 import { configDiskOf, planPool, type HostRef, type PoolPlan, type VmPlan, type VmPoolProps } from "../../core";
 import { buildConfigMedia } from "../../core/media";
 import {
@@ -19,6 +19,12 @@ import {
   probeQuery,
   type ProbeResult,
 } from "../libvirt-provider/probe";
+import {
+  mergePlacementRecord,
+  PLACEMENT_RECORD_FILE,
+  readPlacementRecord,
+  writePlacementRecord,
+} from "../libvirt-provider/placement-record";
 import { toPulumiInputs } from "./names";
 import { LIBVIRT_TYPES, libvirtProvider, libvirtResource } from "./package";
 
@@ -38,6 +44,16 @@ export interface VmPoolOptions extends pulumi.ComponentResourceOptions {
    * @default runs engines/libvirt-provider/host-probe.cjs (virsh against the host's URI)
    */
   readonly hostProbe?: (query: Readonly<Record<string, string>>) => Promise<ProbeResult>;
+  /**
+   * The placement record: which host each member was placed on, so that a member keeps its host
+   * when hosts are added. Read before planning, written while the program runs (at preview and
+   * at up) when this pool's entry changed; other pools' entries are kept. Keep it in version
+   * control, like the stack's `Pulumi.<stack>.yaml`.
+   * @default `vmpools.placement.<stack>.json` in the project's folder (where Pulumi.yaml is) when
+   * the pulumi CLI runs the program; no record (members placed by hashing alone) for inline
+   * Automation API programs and under mocks, which have no project folder: give them this option
+   */
+  readonly placementRecordPath?: string;
 }
 
 /** One member's resources. */
@@ -71,7 +87,12 @@ export class VmPool extends pulumi.ComponentResource {
 
   constructor(name: string, props: VmPoolProps, opts: VmPoolOptions = {}) {
     // Validated before anything is registered.
-    const plan = planPool(props, `VmPool ${name}`);
+    const recordFile = placementRecordFile(opts.placementRecordPath);
+    const record = recordFile === undefined ? {} : readPlacementRecord(recordFile);
+    const plan = planPool(props, `VmPool ${name}`, { placement: record[props.name] ?? {} });
+    if (recordFile !== undefined) {
+      writePlacementRecord(recordFile, mergePlacementRecord(record, new Map([[props.name, plan.placement]])));
+    }
     // No inputs: the props hold the sysprep and cloud-init secrets, and a component's inputs are
     // stored in the state as they are.
     super("vmpools:index:VmPool", name, {}, opts);
@@ -193,6 +214,16 @@ export class VmPool extends pulumi.ComponentResource {
   }
 }
 
+/** The placement record's file: configured, or in the project's root directory (see VmPoolOptions). */
+function placementRecordFile(configured: string | undefined): string | undefined {
+  if (configured !== undefined) return resolve(configured);
+  // The language host passes the project's folder (--root-directory); under mocks and in inline
+  // Automation API programs the SDK answers a placeholder ("rootDirectory"), not a path.
+  const root = typeof pulumi.getRootDirectory === "function" ? pulumi.getRootDirectory() : "";
+  const fileName = PLACEMENT_RECORD_FILE.replace(/\.json$/, `.${safeName(pulumi.getStack())}.json`);
+  return isAbsolute(root) ? join(root, fileName) : undefined;
+}
+
 /** Resource names from Pulumi names: file names for the assets. */
 const safeName = (name: string) => name.replace(/[^A-Za-z0-9._-]/g, "_");
 
@@ -210,7 +241,7 @@ function probeHost(
   return pulumi.output(
     run(probeQuery(plan, host)).then((result) => {
       const failed = guardChecks(plan, host).filter((c) => c.failed(result));
-      if (failed.length > 0) throw new Error(failed.map((c) => c.message(result[c.field])).join("\n"));
+      if (failed.length > 0) throw new Error(failed.map((c) => c.message(result[c.field] ?? "")).join("\n"));
       return result;
     }),
   );

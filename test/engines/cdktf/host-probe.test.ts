@@ -74,6 +74,7 @@ describe("plan-time host probe against a real libvirtd", () => {
       member_count: "2",
       held_above: "",
       undetached: "",
+      misplaced: "",
     });
   });
 
@@ -109,6 +110,25 @@ describe("plan-time host probe against a real libvirtd", () => {
     } finally {
       metadata("ProbePool-012", HOLDER_NAMESPACE);
     }
+  });
+
+  it("names members defined here that the plan puts on another host, never detached ones or those above the size", () => {
+    const query = { uri: TEST_URI, candidates: pools[0]!, member_pattern: "^ProbePool-([0-9]{3})$", host: "here" };
+    // 003 is planned elsewhere; 012 here.
+    expect(probe({ ...query, size: "12", placement: "here=1-2,12;there=3-5,6;far=7-11" }).misplaced).toBe(
+      "ProbePool-003 (planned on there)",
+    );
+    expect(probe({ ...query, size: "12", placement: "far=1-12" }).misplaced).toBe(
+      "ProbePool-003 (planned on far), ProbePool-012 (planned on far)",
+    );
+    // Above the size the shrink guard speaks; a detached VM is no member.
+    expect(probe({ ...query, size: "5", placement: "far=1-5" }).misplaced).toBe("ProbePool-003 (planned on far)");
+    expect(probe({ ...query, size: "12", placement: "far=1-12", detached: "ProbePool-003" }).misplaced).toBe(
+      "ProbePool-012 (planned on far)",
+    );
+    expect(probe({ ...query, size: "12", placement: "here=1-12" }).misplaced).toBe("");
+    // A query without a placement (an older plan) checks nothing.
+    expect(probe({ ...query, size: "12" }).misplaced).toBe("");
   });
 
   it("skips inactive or unknown pools and reports zero members for a new pool", () => {

@@ -1,7 +1,8 @@
 // The Terraform JSON of deployed stacks must not change when the renderer does (a changed
 // attribute is a diff on every member, and a domain diff would shut guests down). This pins the
 // exact `<Pool>.vmpools.tf.json` text of the example pools, the benchmark pools and generated
-// pools, as sha256 per pool, recorded from the renderer before the domain description existed.
+// pools, as sha256 per pool, recorded from the renderer before the domain description existed
+// and again when members got their home host (the second test shows that was the only change).
 // Re-record only for an intended change: VMPOOLS_RECORD_GOLDEN=1 npx jest <this file>.
 import { App, TerraformStack } from "cdktf";
 import { createHash } from "node:crypto";
@@ -15,6 +16,8 @@ import { WindowsServerPoolStack } from "../../../examples/windows-server-pool";
 import { samplePoolProps } from "../../core/pool-props";
 
 const GOLDEN = join(__dirname, "fixtures/pool-files.sha256.json");
+/** The recording before members' metadata named their home host (`<vmpools:placement home="…"/>`). */
+const BEFORE_HOME_HOST = join(__dirname, "fixtures/pool-files-before-home-host.sha256.json");
 
 /** The pool files a stack writes, exactly as StackPoolFiles writes them. */
 function poolFileTexts(stack: TerraformStack): string[] {
@@ -85,4 +88,19 @@ test("every pool file is byte-identical to the recorded one", () => {
   const recorded = JSON.parse(readFileSync(GOLDEN, "utf8")) as Record<string, string[]>;
   expect(Object.keys(actual)).toHaveLength(84);
   expect(actual).toEqual(recorded);
+});
+
+test("the only change since members carry their home host is that attribute (members deployed before keep theirs)", () => {
+  for (const v of ["VMPOOLS_PRODUCT_KEY", "VMPOOLS_DOMAIN_PASSWORD", "VMPOOLS_ADMIN_PASSWORD"]) delete process.env[v];
+  const withoutHome: Record<string, string[]> = {};
+  let homes = 0;
+  for (const [name, make] of cases()) {
+    withoutHome[name] = poolFileTexts(make()).map((text) => {
+      // In the JSON text the metadata's quotes are escaped: home=\"h1\".
+      homes += (text.match(/ home=\\"[^"\\]*\\"/g) ?? []).length;
+      return sha(text.replace(/ home=\\"[^"\\]*\\"/g, ""));
+    });
+  }
+  expect(homes).toBeGreaterThan(2000); // the two 1000-member pools alone
+  expect(withoutHome).toEqual(JSON.parse(readFileSync(BEFORE_HOME_HOST, "utf8")));
 });

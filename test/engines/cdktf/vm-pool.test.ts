@@ -155,7 +155,7 @@ describe("VmPool (cdktf)", () => {
     ]);
     expect(Object.keys(shrunk.resource.libvirt_domain)).toHaveLength(6);
     // The probe refuses names that are still members (vmpools detach not run).
-    expect(Object.values<Json>(shrunk.data.external)[0]!.lifecycle.postcondition.at(-1)).toMatchObject({
+    expect(Object.values<Json>(shrunk.data.external)[0]!.lifecycle.postcondition.at(-2)).toMatchObject({
       condition: '${self.result.undetached == ""}',
       error_message: expect.stringMatching(/still members .*run vmpools detach POOL VM/),
     });
@@ -189,7 +189,13 @@ describe("VmPool (cdktf)", () => {
       size: "7",
       holder_uri: "https://vmpools.dev/xmlns/holder/1",
       member_uri: "https://vmpools.dev/xmlns/pool/1",
+      host: "localhost",
+      placement: "localhost=1-7",
     });
+    const misplacedGuard = {
+      condition: '${self.result.misplaced == ""}',
+      error_message: expect.stringMatching(/\(\$\{self.result.misplaced\}\).*restore vmpools.placement.json/),
+    };
     const undetachedGuard = { condition: '${self.result.undetached == ""}', error_message: expect.any(String) };
     const heldGuard = {
       condition: '${self.result.held_above == ""}',
@@ -202,6 +208,7 @@ describe("VmPool (cdktf)", () => {
       },
       heldGuard,
       undetachedGuard,
+      misplacedGuard,
     ]);
     expect(probe.program[1]).toMatch(/^\$\{path\.module\}\/assets\/vmpools-host-probe\/[0-9A-F]+\/host-probe\.cjs$/);
     const allowed = synth(validProps({ size: 7, allowShrink: true })).json;
@@ -209,6 +216,7 @@ describe("VmPool (cdktf)", () => {
     expect(Object.values<Json>(allowed.data.external)[0]!.lifecycle.postcondition).toEqual([
       heldGuard,
       undetachedGuard,
+      misplacedGuard,
     ]);
   });
 

@@ -444,7 +444,7 @@ describe("host probe and shrink guard", () => {
   const guardMessage = (d: Deployed, host: HostRef, result: ProbeResult) =>
     guardChecks(d.pool.plan, host)
       .filter((c) => c.failed(result))
-      .map((c) => c.message(result[c.field]))
+      .map((c) => c.message(result[c.field] ?? ""))
       .join("\n");
   const localhost: HostRef = { name: "localhost", uri: "qemu:///system" };
 
