@@ -23,6 +23,7 @@ import {
   allocationOf,
   overlayFactsOf,
   passesHostCpuThrough,
+  volumePoolsOf,
   spiceDisplayOf,
   systemVolumeOf,
   withDiskVolume,
@@ -184,15 +185,16 @@ export class Actuator {
       this.inventory.setState(vm, state);
       if (state !== "running")
         throw new MigrationRefusedError(pool, vm, `it is ${state}; only running members migrate`);
-      const decision = planMigration(this.policyOf(pool), {
-        trigger,
-        hostCpuPassthrough: passesHostCpuThrough(await source.domainXml(vm, { inactive: true })),
-      });
+      const xml = await source.domainXml(vm, { inactive: true });
+      const decision = planMigration(this.policyOf(pool), { trigger, hostCpuPassthrough: passesHostCpuThrough(xml) });
       if (!decision.allowed) throw new MigrationRefusedError(pool, vm, decision.reason);
       const destination = this.cluster.connection(to);
+      // The destination looks the member's volumes up by name: it must know ones made elsewhere.
+      await this.refreshPools(destination.driver, xml);
       await source.migrate(vm, destination.uri, {
         ...decision.options,
         ...(destination.migrateUri === undefined ? {} : { migrateUri: destination.migrateUri }),
+        ...(destination.unsafeMigration ? { unsafe: true } : {}),
       });
       this.inventory.moveTo(vm, to, await destination.driver.domainState(vm));
       this.o.emit({ kind: "migrated", pool, vm, from, to });
@@ -215,11 +217,17 @@ export class Actuator {
       if (!isDown(state) || this.store.holder(pool, vm)) return;
       // With secrets: the console lock's password moves along.
       const xml = await source.domainXml(vm, { inactive: true, securityInfo: true });
-      await this.cluster.driver(home).defineDomain(xml);
+      const target = this.cluster.driver(home);
+      await this.refreshPools(target, xml);
+      await target.defineDomain(xml);
       await source.undefineDomain(vm);
       this.inventory.moveTo(vm, home, "shut off");
       this.o.emit({ kind: "moved-home", pool, vm, from, to: home });
     });
+  }
+
+  private async refreshPools(driver: LibvirtDriver, domainXml: string): Promise<void> {
+    for (const pool of volumePoolsOf(domainXml)) await driver.refreshStoragePool(pool);
   }
 
   // ---- what the reconciler's planners ask for ------------------------------------------------

@@ -66,7 +66,23 @@ const COMMANDS: Readonly<Record<string, Command>> = {
     args: [],
     summary: "run the reconciler and its HTTP API",
     options: {
-      uri: { type: "string", value: "URI", help: "libvirt connection (default: qemu:///system)" },
+      uri: { type: "string", value: "URI", help: "libvirt connection of a single host (default: qemu:///system)" },
+      host: {
+        type: "string",
+        value: "NAME=URI",
+        multiple: true,
+        help: "a cluster host, named as in the pools' cluster.hosts (repeat for each; instead of --uri)",
+      },
+      "migration-uri": {
+        type: "string",
+        value: "NAME=tcp://ADDRESS",
+        multiple: true,
+        help: "where migration streams to host NAME go, when its host name does not lead there (default: libvirt's)",
+      },
+      "unsafe-migration": {
+        type: "boolean",
+        help: "migrate although libvirt does not know the hosts' shared storage as shared (only if it is!)",
+      },
       db: { type: "string", value: "FILE", help: "state database (default: /var/lib/vmpools/state.db)" },
       listen: {
         type: "string",
@@ -137,6 +153,33 @@ const COMMANDS: Readonly<Record<string, Command>> = {
     options: {},
     async run() {
       console.log(formatStatus((await call("GET", "/v1/status")).json!));
+      return 0;
+    },
+  },
+  migrate: {
+    args: ["POOL", "VM"],
+    summary: "live-migrate a running VM of POOL to another host (admin)",
+    options: {
+      to: { type: "string", value: "HOST", help: "the destination (default: the up host with the most headroom)" },
+    },
+    async run(values, [pool, vm]) {
+      const to = values.to as string | undefined;
+      const body = to === undefined ? {} : { to };
+      const r = (await call("POST", `/v1/pools/${enc(pool!)}/vms/${enc(vm!)}/migrate`, body)).json!;
+      console.log(`migrated ${r.vm} from ${r.from} to ${r.to}`);
+      return 0;
+    },
+  },
+  host: {
+    args: ["maintenance|activate", "HOST"],
+    summary: "take a cluster host out of service (free VMs stop, held ones migrate) or back (admin)",
+    options: {},
+    async run(_, [action, host]) {
+      if (action !== "maintenance" && action !== "activate") {
+        throw new UsageError(`host ${action}: say maintenance or activate, e.g. vmpools host maintenance kvm2`, "host");
+      }
+      const r = (await call("POST", `/v1/hosts/${enc(host!)}/${action}`)).json!;
+      console.log(`host ${r.name} is ${r.state}${r.reason ? ` (${r.reason})` : ""}`);
       return 0;
     },
   },
@@ -354,13 +397,21 @@ async function call(
 export function formatStatus(status: ReconcilerStatus | Record<string, unknown>): string {
   const s = status as ReconcilerStatus;
   const lines: string[] = [];
+  // Users see no hosts; a reconciler of one host has nothing to say about them.
+  if ((s.hosts ?? []).length > 1) {
+    for (const h of s.hosts) {
+      lines.push(
+        `host ${h.name}: ${h.state}${h.reason ? ` (${h.reason})` : ""}, ${h.running}/${h.members} members running`,
+      );
+    }
+  }
   for (const p of s.pools) {
     const c = p.counts;
     lines.push(`pool ${p.name}: ${c.members} members, ${c.held} held, ${c.prestarted} prestarted, ${c.free} free`);
     for (const m of p.members) {
       const who = m.holder ? `held by ${m.holder.user}` : (m.role ?? "");
       lines.push(
-        `  ${m.name.padEnd(16)} ${String(m.state).padEnd(10)} ${who}${m.activity ? ` (${m.activity})` : ""}${m.problem ? ` ! ${m.problem}` : ""}`,
+        `  ${m.name.padEnd(16)} ${String(m.state).padEnd(10)} ${(s.hosts ?? []).length > 1 ? `${m.host} ` : ""}${who}${m.activity ? ` (${m.activity})` : ""}${m.problem ? ` ! ${m.problem}` : ""}`,
       );
     }
   }
@@ -400,6 +451,42 @@ export function parseListen(value: string): { host: string; port: number } {
   return { host: v6 ?? host ?? "127.0.0.1", port: Number(port) };
 }
 
+/** `NAME=VALUE` pairs of a repeatable option, each name a host name given once. */
+function namedValues(option: string, values: readonly string[], example: string): Map<string, string> {
+  const out = new Map<string, string>();
+  for (const v of values) {
+    const at = v.indexOf("=");
+    const name = at > 0 ? v.slice(0, at) : "";
+    if (!HOST_NAME.test(name) || at === v.length - 1) {
+      throw new UsageError(`--${option} ${v}: give NAME=VALUE, e.g. --${option} ${example}`, "serve");
+    }
+    if (out.has(name)) throw new UsageError(`--${option} ${v}: host ${name} is given twice`, "serve");
+    out.set(name, v.slice(at + 1));
+  }
+  return out;
+}
+
+/** `--host NAME=URI` (repeatable) with `--migration-uri NAME=tcp://ADDRESS`; none: the --uri host. */
+function parseHosts(
+  hostArgs: readonly string[],
+  migrationArgs: readonly string[],
+): { name: string; uri: string; migrateUri?: string }[] {
+  const hosts = namedValues("host", hostArgs, "kvm1=qemu+ssh://kvm1.example.com/system");
+  const migration = namedValues("migration-uri", migrationArgs, "kvm1=tcp://10.0.0.11");
+  for (const [name, uri] of migration) {
+    if (!hosts.has(name))
+      throw new UsageError(`--migration-uri ${name}=${uri}: no --host ${name}=URI is given`, "serve");
+    if (!/^tcp:\/\/\S+$/.test(uri)) {
+      throw new UsageError(`--migration-uri ${name}=${uri}: give tcp://ADDRESS, e.g. tcp://10.0.0.11`, "serve");
+    }
+  }
+  return [...hosts].map(([name, uri]) => ({
+    name,
+    uri,
+    ...(migration.has(name) ? { migrateUri: migration.get(name)! } : {}),
+  }));
+}
+
 /** `--pools` values (each a comma-separated list), every name checked as the constructs check it. */
 function parsePools(values: readonly string[]): string[] {
   const names: string[] = [];
@@ -434,6 +521,13 @@ function seconds(values: Values, name: string, fallback: string, min: number, ma
 }
 
 interface ServeOptions {
+  /** The hosts: one from --uri, or the --host list. */
+  readonly hosts: readonly {
+    readonly name: string;
+    readonly uri: string;
+    readonly migrateUri?: string;
+    readonly unsafeMigration?: boolean;
+  }[];
   readonly uri: string;
   readonly db: string;
   readonly listen: { readonly host: string; readonly port: number };
@@ -446,14 +540,24 @@ interface ServeOptions {
 
 /** Every value checked before serve opens anything. */
 function serveOptions(values: Values): ServeOptions {
-  const uri = str(values, "uri", "qemu:///system");
+  const hostArgs = (values.host as string[] | undefined) ?? [];
+  if (hostArgs.length > 0 && values.uri !== undefined) {
+    throw new UsageError(
+      "--uri and --host: give one libvirt connection with --uri, or the cluster's with --host",
+      "serve",
+    );
+  }
+  const uri = str(values, "uri", hostArgs.length > 0 ? "" : "qemu:///system");
   const pools = values.pools as string[] | undefined;
   return {
+    hosts: parseHosts(hostArgs, (values["migration-uri"] as string[] | undefined) ?? []).map((h) =>
+      values["unsafe-migration"] === true ? { ...h, unsafeMigration: true } : h,
+    ),
     uri,
     db: str(values, "db", "/var/lib/vmpools/state.db"),
     listen: parseListen(str(values, "listen", "127.0.0.1:8480")),
     tokens: str(values, "tokens", "/etc/vmpools/tokens.json"),
-    consoleHost: str(values, "console-host", consoleHostOf(uri)),
+    consoleHost: str(values, "console-host", consoleHostOf(uri || (parseHosts(hostArgs, [])[0]?.uri ?? ""))),
     // Also how soon a deployed policy edit takes effect: libvirt has no volume events.
     resyncSeconds: seconds(values, "resync-seconds", "30", 1, 99999, 10),
     pools: pools && parsePools(pools),
@@ -499,16 +603,30 @@ async function listen(server: Server, { host, port }: ServeOptions["listen"]): P
 async function serve(o: ServeOptions): Promise<number> {
   const auth = TokenAuth.fromFile(o.tokens);
   const store = StateStore.open(o.db);
-  const driver = new VirshDriver({ uri: o.uri });
-  const events = new DomainEvents({ uri: o.uri });
+  const hosts =
+    o.hosts.length > 0
+      ? o.hosts.map((h) => ({
+          ...h,
+          driver: new VirshDriver({ uri: h.uri }),
+          events: new DomainEvents({ uri: h.uri }),
+        }))
+      : [
+          {
+            name: "localhost",
+            uri: o.uri,
+            driver: new VirshDriver({ uri: o.uri }),
+            events: new DomainEvents({ uri: o.uri }),
+          },
+        ];
   const closeBackends = async () => {
-    await events.close();
-    await driver.close();
+    for (const h of hosts) {
+      await h.events.close();
+      await h.driver.close();
+    }
     store.close();
   };
   const reconciler = new Reconciler({
-    driver,
-    events,
+    hosts,
     store,
     retry: { maxAttempts: 5, baseDelayMs: 500 },
     resyncIntervalMs: o.resyncSeconds * 1000,
@@ -516,7 +634,11 @@ async function serve(o: ServeOptions): Promise<number> {
     onlyPools: o.pools,
   });
   reconciler.on("failure", (f) => console.error(`vmpools: ${f.context}${f.vm ? ` ${f.vm}` : ""}: ${f.error.message}`));
-  reconciler.on("activity", (a) => console.log(`vmpools: ${a.kind} ${a.pool}/${a.vm}${a.user ? ` (${a.user})` : ""}`));
+  reconciler.on("activity", (a) =>
+    console.log(
+      `vmpools: ${a.kind} ${a.pool}/${a.vm}${a.user ? ` (${a.user})` : ""}${a.from ? ` from ${a.from} to ${a.to}` : ""}`,
+    ),
+  );
   // Never rejected: a start that fails closes the server, and the API would only log it again.
   let started!: () => void;
   const server = createApiServer(reconciler, auth, { ready: new Promise<void>((resolve) => (started = resolve)) });

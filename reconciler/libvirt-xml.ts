@@ -271,3 +271,10 @@ export function passesHostCpuThrough(domainXml: string): boolean {
   const cpu = root && childElement(root, "cpu");
   return cpu?.attrs.mode === "host-passthrough";
 }
+
+/** The storage pools the domain's volume disks (system disk, media) are in, each once. */
+export function volumePoolsOf(domainXml: string): string[] {
+  const root = parseXml(domainXml);
+  const disks = root ? childElements(at(root, "devices") ?? root, "disk").filter((d) => d.attrs.type === "volume") : [];
+  return [...new Set(disks.map((d) => at(d, "source")?.attrs.pool).filter((p): p is string => !!p))];
+}

@@ -41,12 +41,26 @@ export const consoleBodySchema = z.strictObject(
 /** Take, return and detach: `{}` (or no body at all). */
 export const emptyBodySchema = z.strictObject({});
 
+/** `POST …/migrate`: `{ to?: host }`; without `to` the up host with the most headroom. */
+export const migrateBodySchema = z.strictObject(
+  {
+    to: z
+      .string({ error: (iss) => `expected a host name, got ${shown(iss.input)}` })
+      .min(1, { error: "expected a host name, got an empty one" })
+      .optional(),
+  },
+  { error: unknownFields("a migration takes only to (the destination host)") },
+);
+
 /** The body schema of each POST action, and how its refusal names the action. */
 export const BODY_SCHEMAS = {
   take: emptyBodySchema,
   return: emptyBodySchema,
   detach: emptyBodySchema,
   console: consoleBodySchema,
+  migrate: migrateBodySchema,
+  maintenance: emptyBodySchema,
+  activate: emptyBodySchema,
 } as const;
 export type BodyAction = keyof typeof BODY_SCHEMAS;
 

@@ -291,6 +291,9 @@ function readiness(ready: Promise<void> | undefined): () => void {
  *   POST /v1/pools/{pool}/vms/{vm}/return      body: {} or none
  *   POST /v1/pools/{pool}/vms/{vm}/console     body: { options?: virt-viewer options } → .vv file
  *   POST /v1/pools/{pool}/vms/{vm}/detach      body: {} or none (admin)
+ *   POST /v1/pools/{pool}/vms/{vm}/migrate     body: { to?: host } (admin; live migration)
+ *   POST /v1/hosts/{host}/maintenance          body: {} or none (admin)
+ *   POST /v1/hosts/{host}/activate             body: {} or none (admin; out of maintenance)
  *
  * Bodies are checked by the schemas in ./schemas.
  */
@@ -395,6 +398,22 @@ async function handle(
         await bodyFor(req, "detach");
         await reconciler.detach(pool, vm);
         return send(res, 200, { pool, vm, detached: true });
+      case "migrate": {
+        if (who.role !== "admin") throw new HttpError(403, "admin-required", "migrating a VM needs the admin role");
+        const { to } = await bodyFor(req, "migrate");
+        return send(res, 200, await reconciler.migrate(pool, vm, to));
+      }
+    }
+  }
+  if (parts[0] === "v1" && parts[1] === "hosts" && parts.length === 4) {
+    const [host, action] = [parts[2]!, parts[3]!];
+    if (action === "maintenance" || action === "activate") {
+      expect("POST");
+      if (who.role !== "admin") {
+        throw new HttpError(403, "admin-required", "taking a host out of service or back needs the admin role");
+      }
+      await bodyFor(req, action);
+      return send(res, 200, await reconciler.setMaintenance(host, action === "maintenance"));
     }
   }
   // An unencoded ? or # ends the path, so a name holding one arrives cut short.

@@ -30,6 +30,12 @@ export interface HostConnection {
    * there (libvirt's default is the destination's host name). @default libvirt's choice
    */
   readonly migrateUri?: string;
+  /**
+   * Migrations to this host pass `--unsafe`: the disks are on storage both hosts share, but on
+   * a file system libvirt does not know as shared (it knows NFS, Ceph, GlusterFS, GFS2, OCFS2…).
+   * @default false
+   */
+  readonly unsafeMigration?: boolean;
 }
 
 /** What the host's state is decided from. */

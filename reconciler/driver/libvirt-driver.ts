@@ -93,6 +93,12 @@ export interface MigrateOptions {
    */
   readonly onTimeout?: "abort" | "suspend";
   /**
+   * Migrate even though libvirt cannot tell that the disks are on shared storage (it knows
+   * network and cluster file systems; a folder both hosts share otherwise, as in the tests'
+   * hosts on one machine, looks local to it). @default false
+   */
+  readonly unsafe?: boolean;
+  /**
    * Where the migration stream goes, e.g. `tcp://10.0.0.2`, when the destination's host name
    * (libvirt's default) does not lead there. @default libvirt's choice
    */
@@ -138,6 +144,8 @@ export interface LibvirtDriver {
   migrate(name: string, destinationUri: string, options?: MigrateOptions): Promise<void>;
   /** The host's free memory in MiB, for placing starts by headroom. */
   freeMemoryMiB(): Promise<number>;
+  /** Re-reads a storage pool's volumes (ones another host of shared storage made are then known here). */
+  refreshStoragePool(pool: string): Promise<void>;
   /**
    * The contents of every pool policy volume (`*.vmpools-policy.xml`) in the active storage pools.
    * Volumes that cannot be read (e.g. drivers without volume download) are left out.
@@ -397,6 +405,7 @@ export class VirshDriver implements LibvirtDriver {
       ...flag(options.compressed, "--compressed"),
       ...(options.bandwidthMiBs === undefined ? [] : ["--bandwidth", String(options.bandwidthMiBs)]),
       ...(options.migrateUri === undefined ? [] : ["--migrateuri", options.migrateUri]),
+      ...flag(options.unsafe, "--unsafe"),
       // virsh pauses the guest itself once the timeout passes (its default --timeout action).
       ...(suspend ? ["--timeout", String(Math.max(1, Math.ceil(timeoutMs / 1000))), "--timeout-suspend"] : []),
     ];
@@ -432,6 +441,10 @@ export class VirshDriver implements LibvirtDriver {
     } finally {
       clearTimeout(abort);
     }
+  }
+
+  async refreshStoragePool(pool: string): Promise<void> {
+    await this.run(["pool-refresh", "--pool", pool]);
   }
 
   /** Free memory of the host, in MiB (`virsh freecell --all`: every NUMA cell's together). */

@@ -4,6 +4,7 @@ import { randomUUID } from "node:crypto";
 import Database from "better-sqlite3";
 import { chmodSync, existsSync } from "node:fs";
 import { migrate } from "./schema";
+import type { StateStoreApi } from "./api";
 
 export { SchemaTooNewError, SCHEMA_VERSION } from "./schema";
 
@@ -275,7 +276,7 @@ function openDatabase(path: string): Database.Database {
   }
 }
 
-export class StateStore {
+export class StateStore implements StateStoreApi {
   private readonly q: ReturnType<typeof statements>;
 
   private constructor(private readonly db: Database.Database) {

@@ -100,7 +100,7 @@ describe("strict arguments", () => {
     const lisen = await cli(["serve", "--lisen", "8481", "--db", join(dir, "s.db")]);
     expect(lisen.code).toBe(2);
     expect(lisen.err).toMatch(
-      /^vmpools: serve: unknown option --lisen \(serve takes --uri, --db, --listen, --tokens, --console-host, --resync-seconds, --pools, --drain-seconds\)\nusage: vmpools serve/,
+      /^vmpools: serve: unknown option --lisen \(serve takes --uri, --host, --migration-uri, --unsafe-migration, --db, --listen, --tokens, --console-host, --resync-seconds, --pools, --drain-seconds\)\nusage: vmpools serve/,
     );
     expect(existsSync(join(dir, "s.db"))).toBe(false);
     expect((await cli(["take", "P", "-x"])).err).toMatch(/take: unknown option -x \(take takes no options\)/);
@@ -179,6 +179,19 @@ describe("serve refuses bad option values before it opens anything", () => {
   test.each(["0", "1.5", "x", "100000"])("--resync-seconds %j", async (value) => {
     const r = await serveWith("--resync-seconds", value);
     expect(r).toMatchObject({ code: 2, err: expect.stringContaining(`--resync-seconds ${value}: give whole seconds`) });
+  });
+
+  test.each([
+    [["--host", "kvm1"], /--host kvm1: give NAME=VALUE, e\.g\. --host kvm1=qemu\+ssh:/],
+    [["--host", "bad name=qemu:///system"], /--host bad name=qemu:\/\/\/system: give NAME=VALUE/],
+    [["--host", "a=x", "--host", "a=y"], /--host a=y: host a is given twice/],
+    [["--host", "a=qemu:///system", "--uri", "qemu:///system"], /--uri and --host: give one libvirt connection/],
+    [["--host", "a=x", "--migration-uri", "b=tcp://1.2.3.4"], /--migration-uri b=tcp:\/\/1\.2\.3\.4: no --host b=URI/],
+    [["--host", "a=x", "--migration-uri", "a=1.2.3.4"], /--migration-uri a=1\.2\.3\.4: give tcp:\/\/ADDRESS/],
+  ])("cluster hosts %j", async (args, message) => {
+    const r = await serveWith(...args);
+    expect(r).toMatchObject({ code: 2, err: expect.stringMatching(message) });
+    expect(existsSync(join(dir, "never.db"))).toBe(false);
   });
 
   test.each(["-1", "x", "3601"])("--drain-seconds %j", async (value) => {

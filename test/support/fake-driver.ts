@@ -739,6 +739,18 @@ export class FakeDriver implements LibvirtDriver {
     this.emitLifecycle(d.name, "Resumed", "Migrated");
   }
 
+  /** Storage is shared among fakes at once, so a refresh only counts as a call (and may fail on cue). */
+  refreshStoragePool(pool: string): Promise<void> {
+    return this.call("refreshStoragePool", pool, () => {
+      if (!this.pools.has(pool)) {
+        throw new VirshError(
+          ["pool-refresh", "--pool", pool],
+          `failed to get pool '${pool}'\nStorage pool not found: no storage pool with matching name '${pool}'`,
+        );
+      }
+    });
+  }
+
   freeMemoryMiB(): Promise<number> {
     return this.call("freeMemoryMiB", undefined, () => this.freeMemory);
   }
