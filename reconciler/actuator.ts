@@ -181,13 +181,14 @@ export class Actuator {
       const from = this.inventory.hostOf(vm);
       if (from === to) throw new MigrationRefusedError(pool, vm, `it is on ${to} already`);
       const source = this.cluster.driver(from);
+      // What the pool and the guest allow first: that answer holds whatever the power state.
+      const xml = await source.domainXml(vm, { inactive: true });
+      const decision = planMigration(this.policyOf(pool), { trigger, hostCpuPassthrough: passesHostCpuThrough(xml) });
+      if (!decision.allowed) throw new MigrationRefusedError(pool, vm, decision.reason);
       const state = await source.domainState(vm);
       this.inventory.setState(vm, state);
       if (state !== "running")
         throw new MigrationRefusedError(pool, vm, `it is ${state}; only running members migrate`);
-      const xml = await source.domainXml(vm, { inactive: true });
-      const decision = planMigration(this.policyOf(pool), { trigger, hostCpuPassthrough: passesHostCpuThrough(xml) });
-      if (!decision.allowed) throw new MigrationRefusedError(pool, vm, decision.reason);
       const destination = this.cluster.connection(to);
       // The destination looks the member's volumes up by name: it must know ones made elsewhere.
       await this.refreshPools(destination.driver, xml);

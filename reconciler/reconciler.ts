@@ -3,8 +3,9 @@ import { EventEmitter } from "node:events";
 import { hostname } from "node:os";
 import { Actuator } from "./actuator";
 import { Cluster } from "./cluster/cluster";
+import { planMigration } from "./cluster/migration";
 import { pickDestination } from "./cluster/placement";
-import type { HostConnection, HostView } from "./cluster/hosts";
+import type { HostConnection, HostState, HostView } from "./cluster/hosts";
 import { claimQueueOf } from "./claims";
 import { MemberConditions } from "./conditions";
 import { renderVvFile, validateConsoleOptions } from "./console";
@@ -97,6 +98,8 @@ export class Reconciler extends EventEmitter<ReconcilerEventMap> {
   private readonly eventStreamsLost = new Map<string, number>();
   /** Held members a maintenance could not migrate away, and why (shown in status until it ends). */
   private readonly stayReasons = new Map<string, string>();
+  /** Held members a maintenance found no destination for yet (looked for again at each resync). */
+  private readonly noDestination = new Map<string, string>();
   /** Hosts being taken back into service (lease, recovery) after they answered again. */
   private readonly returning = new Map<string, Promise<void>>();
 
@@ -326,6 +329,7 @@ export class Reconciler extends EventEmitter<ReconcilerEventMap> {
     const assignments = this.store.assignments();
     const holders = new Map(assignments.map((a) => [`${a.pool}\u0000${a.vm}`, a]));
     const busy = this.busy();
+    const picture = this.cluster.picture();
     const pools = [...this.inventory.pools().values()].map((pool): PoolStatus => {
       const members = pool.members.map((m): MemberStatus => {
         const a = holders.get(`${pool.name}\u0000${m.name}`);
@@ -334,6 +338,10 @@ export class Reconciler extends EventEmitter<ReconcilerEventMap> {
           this.conditions.reason("revert-needed", m.name) ??
           this.conditions.reason("prestart-gave-up", m.name) ??
           this.stayReasons.get(m.name) ??
+          this.noDestination.get(m.name) ??
+          (picture.usable(m.host)
+            ? undefined
+            : `its host ${m.host} is ${HOST_STATE_WORDS[this.cluster.view(m.host).state]}`) ??
           (m.persistent ? undefined : "undefined while running: it leaves the pool when it stops");
         return {
           name: m.name,
@@ -341,7 +349,11 @@ export class Reconciler extends EventEmitter<ReconcilerEventMap> {
           host: m.host,
           state: m.state,
           templateVersion: m.templateVersion,
-          role: a ? "held" : m.state === "running" && !this.work.isBusy(m.name) ? "prestarted" : "free",
+          role: a
+            ? "held"
+            : m.state === "running" && !this.work.isBusy(m.name) && picture.usable(m.host)
+              ? "prestarted"
+              : "free",
           ...(a ? { holder: { user: a.user, since: a.since, how: a.how, adminAccess: a.adminAccess } } : {}),
           ...(activity ? { activity } : {}),
           ...(problem ? { problem } : {}),
@@ -751,8 +763,19 @@ export class Reconciler extends EventEmitter<ReconcilerEventMap> {
       if (!this.store.holder(pool, r.name)) continue;
       const policy = this.inventory.pools().get(pool)?.policy;
       if (!policy) continue;
+      // The pool's mode alone may forbid it (the guest's CPU is checked by the actuator).
+      const allowed = planMigration(policy, { trigger: "automatic", hostCpuPassthrough: false });
+      if (!allowed.allowed) {
+        this.stayReasons.set(r.name, `stays on ${r.host} in maintenance: not migrated, ${allowed.reason}`);
+        continue;
+      }
       const to = pickDestination(policy.allowedHosts, r.host, this.cluster.names(), picture);
-      if (to === undefined) continue; // no other allowed host is up now: tried again at the next resync
+      if (to === undefined) {
+        // Tried again at the next resync: a host may come up meanwhile.
+        this.noDestination.set(r.name, `stays on ${r.host} in maintenance: no other host it may run on is up`);
+        continue;
+      }
+      this.noDestination.delete(r.name);
       const migration = this.actuator.migrate(pool, r.name, to, "automatic").catch((e: unknown) => {
         if (e instanceof MigrationRefusedError) {
           this.stayReasons.set(r.name, `stays on ${r.host} in maintenance: not migrated, ${e.reason}`);
@@ -786,7 +809,11 @@ export class Reconciler extends EventEmitter<ReconcilerEventMap> {
     if (!this.cluster.has(host)) throw new UnknownHostError(host, this.cluster.names());
     this.store.setHostMaintenance(host, on);
     this.cluster.setMaintenance(host, on);
-    for (const r of this.inventory.all()) if (r.host === host) this.stayReasons.delete(r.name);
+    for (const r of this.inventory.all()) {
+      if (r.host !== host) continue;
+      this.stayReasons.delete(r.name);
+      this.noDestination.delete(r.name);
+    }
     this.applyLevelRules();
     this.evacuate();
     return this.cluster.view(host);
@@ -824,6 +851,13 @@ export class Reconciler extends EventEmitter<ReconcilerEventMap> {
     if (this.leaseLost) throw new NotActiveError(`it lost its lease: ${this.leaseLost.message}`);
   }
 }
+
+const HOST_STATE_WORDS: Readonly<Record<HostState, string>> = {
+  up: "up",
+  maintenance: "in maintenance",
+  "non-operational": "non-operational",
+  unreachable: "unreachable",
+};
 
 interface HostHandlers {
   readonly lifecycle: (e: LifecycleEvent) => void;

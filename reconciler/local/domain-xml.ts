@@ -44,7 +44,9 @@ function devicesXml(d: DomainDescription, opts: RenderDomainOptions, password: s
   const dev = d.devices;
   const g = dev.graphics;
   const [serialType, source] =
-    opts.serialLogPath === undefined ? ["pty", undefined] : ["file", el("source", { path: opts.serialLogPath })];
+    opts.serialLogPath === undefined
+      ? ["pty", undefined]
+      : ["file", el("source", { path: opts.serialLogPath, append: "on" })];
   return el(
     "devices",
     {},

@@ -73,7 +73,7 @@ test("direct kernel boot, a serial log file and no network are options", () => {
   expect(validate(xml)).toMatch(/validates/);
   expect(xml).toContain('<domain type="qemu">');
   expect(xml).toContain("<cmdline>console=ttyS0 a=&lt;b&gt;</cmdline>");
-  expect(xml).toMatch(/<serial type="file">\s*<source path="\/var\/log\/m.log"\/>/);
+  expect(xml).toMatch(/<serial type="file">\s*<source path="\/var\/log\/m.log" append="on"\/>/);
   expect(xml).not.toContain("<interface");
 });
 
