@@ -10,3 +10,4 @@ bash scripts/libvirt-up.sh >&2
 npx ts-node --transpile-only bench/driver.ts
 npx ts-node --transpile-only bench/store.ts
 npx ts-node --transpile-only bench/reconciler.ts
+npx ts-node --transpile-only bench/cluster.ts
