@@ -19,6 +19,7 @@ import Database from "better-sqlite3";
 import type Client from "pg-native";
 import {
   connectionString,
+  endClient,
   isPostgresLocation,
   loadPgNative,
   redactLocation,
@@ -146,7 +147,7 @@ export class PostgresLeadership extends EventEmitter<StoreLeadershipEvents> impl
     if (client === undefined) return;
     // Closing the session frees the lock too; unlocking first says so explicitly.
     if (held) await query(client, `SELECT pg_advisory_unlock(${LOCK_NAMESPACE}, ${LOCK_KEYS.leader})`).catch(() => {});
-    client.end();
+    endClient(client);
   }
 
   private async takeLock(): Promise<number | undefined> {
@@ -185,7 +186,7 @@ export class PostgresLeadership extends EventEmitter<StoreLeadershipEvents> impl
       client.querySync(serverKeepaliveSql(this.keepalive));
       migratePostgres(client, redactLocation(this.#location));
     } catch (e) {
-      client.end();
+      endClient(client);
       if (e instanceof SchemaTooNewError) throw e;
       throw storeError(e, "preparing the leadership connection", this.#location);
     }
@@ -242,7 +243,7 @@ export class PostgresLeadership extends EventEmitter<StoreLeadershipEvents> impl
   private drop(client: Client): void {
     if (this.client === client) this.client = undefined;
     try {
-      client.end();
+      endClient(client);
     } catch {
       // Already closed.
     }

@@ -14,10 +14,9 @@ export function redactLocation(location: string): string {
   // A plain placeholder, swapped afterwards: URL would percent-encode "<redacted>".
   const placeholder = "REDACTEDPASSWORD";
   if (url.password !== "") url.password = placeholder;
-  for (const key of [...url.searchParams.keys()]) {
-    if (key.toLowerCase() === "password") url.searchParams.set(key, placeholder);
-  }
-  return url.href.split(placeholder).join(REDACTED);
+  // Edited as text: URLSearchParams would re-encode the rest (a space as "+", which libpq reads as "+").
+  const href = url.href.replace(/([?&]password=)[^&#]*/gi, `$1${placeholder}`);
+  return href.split(placeholder).join(REDACTED);
 }
 
 /** Replaces the location's password wherever it appears in `text` (e.g. an error from libpq). */
@@ -81,8 +80,15 @@ export function connectionString(location: string, applicationName: string, keep
     connect_timeout: "10",
     application_name: applicationName,
   };
-  for (const [key, value] of Object.entries(defaults)) if (!url.searchParams.has(key)) url.searchParams.set(key, value);
-  return url.href;
+  // Appended as text: URLSearchParams would re-encode the location's own parameters (a space in
+  // `options` as "+", which libpq does not read as a space).
+  const added = Object.entries(defaults)
+    .filter(([key]) => !url.searchParams.has(key))
+    .map(([key, value]) => `${key}=${encodeURIComponent(value)}`);
+  if (added.length === 0) return location;
+  const [base, fragment] = location.split("#", 2);
+  const joined = `${base}${base!.includes("?") ? "&" : "?"}${added.join("&")}`;
+  return fragment === undefined ? joined : `${joined}#${fragment}`;
 }
 
 /**
@@ -146,5 +152,25 @@ function safeDecode(s: string): string {
     return decodeURIComponent(s);
   } catch {
     return s;
+  }
+}
+
+/** Ended clients, kept reachable for a moment: see {@link endClient}. */
+const ending = new Set<Client>();
+
+/**
+ * Closes a pg-native client. libpq@1.11's finish() hands its socket watcher, which lives inside
+ * the client's native object, to libuv to close on the next loop turn; if the garbage collector
+ * frees the object before that turn, libuv reads freed memory and aborts the process (seen here:
+ * "uv__finish_close: Assertion `handle->flags & UV_HANDLE_CLOSING' failed" at exit). So the
+ * client stays referenced until well after the close has run.
+ */
+export function endClient(client: Client): void {
+  if (ending.has(client)) return;
+  ending.add(client);
+  try {
+    client.end();
+  } finally {
+    setTimeout(() => ending.delete(client), 1000).unref();
   }
 }

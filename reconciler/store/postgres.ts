@@ -16,6 +16,7 @@ import type { MemberMetadata } from "../../core/metadata";
 import type { StateStoreApi } from "./api";
 import {
   connectionString,
+  endClient,
   loadPgNative,
   PostgresStoreError,
   redactLocation,
@@ -245,7 +246,7 @@ export class PostgresStateStore implements StateStoreApi {
       migratePostgres(db, redactLocation(location));
       return new PostgresStateStore(location, db, options);
     } catch (e) {
-      db.end();
+      endClient(db);
       if (e instanceof SchemaTooNewError) throw e;
       throw storeError(e, "opening", location);
     }
@@ -257,7 +258,7 @@ export class PostgresStateStore implements StateStoreApi {
   }
 
   close(): void {
-    this.db.end();
+    endClient(this.db);
   }
 
   /** From now on every write checks that `term` is still the current leader term (see PostgresStoreOptions.leaderTerm). */
