@@ -26,6 +26,9 @@ export interface LeaseHolder {
   /** Epoch ms of the last renewal; the lease is void `ttlMs` after it. */
   readonly renewedAt: number;
   readonly ttlMs: number;
+  /** The state store the holder leads, and its leader term there (see store/leader.ts). */
+  readonly store?: string;
+  readonly term?: number;
 }
 
 /** Another reconciler holds a lease this one needs. */
@@ -53,6 +56,12 @@ export interface LeaseOptions {
   readonly domainType?: string;
   /** Whether a holder on this host is still running. @default signal 0 to its pid */
   readonly isAlive?: (holder: LeaseHolder) => boolean;
+  /**
+   * The state store this reconciler leads and its term: a lease held by an earlier leader of the
+   * same store is void at once (that leader's term is over and the store refuses its writes), so
+   * a standby taking over need not wait out the lease. @default none (leases expire by time only)
+   */
+  readonly leadership?: { readonly store: string; readonly term: number };
 }
 
 const notFound = (e: unknown) => e instanceof VirshError && e.notFound;
@@ -75,6 +84,7 @@ function renderHolder(h: LeaseHolder) {
     pid: h.pid,
     renewedAt: h.renewedAt,
     ttlMs: h.ttlMs,
+    ...(h.store === undefined ? {} : { store: h.store, term: h.term }),
   });
 }
 
@@ -82,9 +92,10 @@ export function parseLeaseHolder(xml: string | undefined): LeaseHolder | undefin
   const root = xml === undefined ? undefined : parseXml(xml);
   const e = root && elementsInNamespace(root, LEASE_NAMESPACE, "lease")[0];
   if (!e) return undefined;
-  const { id, host, pid, renewedAt, ttlMs } = e.attrs;
+  const { id, host, pid, renewedAt, ttlMs, store, term } = e.attrs;
   if (!id || !host || !pid || !renewedAt || !ttlMs) return undefined;
-  return { id, host, pid: Number(pid), renewedAt: Number(renewedAt), ttlMs: Number(ttlMs) };
+  const holder = { id, host, pid: Number(pid), renewedAt: Number(renewedAt), ttlMs: Number(ttlMs) };
+  return store && term ? { ...holder, store, term: Number(term) } : holder;
 }
 
 /**
@@ -111,7 +122,13 @@ export class HypervisorLease extends EventEmitter<{ lost: [Error] }> {
     this.ttlMs = options.ttlMs ?? 15_000;
     this.domainType = options.domainType ?? "qemu";
     this.isAlive = options.isAlive ?? ((h) => pidAlive(h.pid));
-    this.me = { id: randomUUID(), host: hostname(), pid: process.pid, ttlMs: this.ttlMs };
+    this.me = {
+      id: randomUUID(),
+      host: hostname(),
+      pid: process.pid,
+      ttlMs: this.ttlMs,
+      ...(options.leadership ? { store: options.leadership.store, term: options.leadership.term } : {}),
+    };
   }
 
   /** Takes the leases or throws LeaseHeldError (holding none then); renews them from then on. */
@@ -167,6 +184,9 @@ export class HypervisorLease extends EventEmitter<{ lost: [Error] }> {
   private void(h: LeaseHolder): boolean {
     if (h.id === this.me.id) return false;
     if (Date.now() > h.renewedAt + h.ttlMs) return true;
+    // An earlier leader of the store this reconciler leads now: its term is over.
+    const mine = this.options.leadership;
+    if (mine && h.store === mine.store && h.term !== undefined && h.term < mine.term) return true;
     return h.host === this.me.host && !this.isAlive(h);
   }
 

@@ -90,6 +90,36 @@ describe("a second reconciler of the same pool", () => {
   });
 });
 
+describe("a new leader of the same state store", () => {
+  it("takes over the lease of the store's earlier leader at once, but not another store's, nor a later term's", async () => {
+    const s = await h.setup("Term", { size: 1 });
+    await s.reconciler.stop();
+    const lease = (store: string, term: number) =>
+      h.driver.defineDomain(
+        `<domain type='test'><name>${leaseName(s)}</name><uuid>${randomUUID()}</uuid><memory>1024</memory>` +
+          `<os><type>hvm</type></os><metadata><l:lease xmlns:l='https://vmpools.dev/xmlns/lease/1' id='x' ` +
+          `host='elsewhere.example' pid='1' renewedAt='${Date.now()}' ttlMs='60000' store='${store}' term='${term}'/>` +
+          `</metadata></domain>`,
+      );
+    // Renewed just now on another machine, so by time alone it would hold for a minute.
+    await lease("db-1", 4);
+    const next = second([s.pool], { leadership: { store: "db-1", term: 5 } });
+    await next.reconciler.start();
+    await next.reconciler.stop();
+    next.store.close();
+    for (const [store, term] of [
+      ["db-2", 4],
+      ["db-1", 6],
+    ] as const) {
+      await lease(store, term);
+      const other = second([s.pool], { leadership: { store: "db-1", term: 5 } });
+      await expect(other.reconciler.start()).rejects.toBeInstanceOf(LeaseHeldError);
+      other.store.close();
+      await h.driver.undefineDomain(leaseName(s));
+    }
+  });
+});
+
 describe("a reconciler of every pool", () => {
   it("refuses while a reconciler of some pools runs", async () => {
     const s = await h.setup("Wide", { size: 1 });
