@@ -19,8 +19,11 @@ beforeEach(() => {
   pg = createTestDatabase();
 });
 afterEach(async () => {
-  for (const c of cleanups.splice(0).reverse()) await c();
-  pg?.drop();
+  try {
+    for (const c of cleanups.splice(0).reverse()) await c();
+  } finally {
+    pg?.drop(); // also after a failed clean-up: no database is left behind
+  }
 });
 
 const leadership = (): PostgresLeadership => {
