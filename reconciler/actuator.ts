@@ -3,6 +3,7 @@
 // member (one piece at a time per member) and persists its intent before the side effect, so a
 // restart finishes or rolls back what a crash interrupted. What to do is decided elsewhere
 // (pools.ts, recovery.ts); this module only does it.
+import type { StateStoreApi } from "./store/api";
 import { HOLDER_NAMESPACE, HOLDER_PREFIX, METADATA_NAMESPACE, parseHolderXml, renderHolderXml } from "../core/metadata";
 import { claimQueueOf } from "./claims";
 import type { Cluster } from "./cluster/cluster";
@@ -33,14 +34,13 @@ import {
 } from "./libvirt-xml";
 import { isDown, isPaused, isUp, planMemberDown, revertsOnReturn, type MemberRecord } from "./pools";
 import { isAlternateVolumeName, otherVolumeName, planRevert, type RevertPlan } from "./revert";
-import type { StateStore } from "./store/store";
 import type { Activity, RetryPolicy } from "./types";
 import { message, notFound, sleep, unlessGone } from "./util";
 import type { MemberWorkQueue } from "./work-queue";
 
 export interface ActuatorOptions {
   readonly cluster: Cluster;
-  readonly store: StateStore;
+  readonly store: StateStoreApi;
   readonly inventory: Inventory;
   readonly conditions: MemberConditions;
   readonly work: MemberWorkQueue;
@@ -62,7 +62,7 @@ const notRunning = (e: unknown) => {
 
 export class Actuator {
   private readonly cluster: Cluster;
-  private readonly store: StateStore;
+  private readonly store: StateStoreApi;
   private readonly inventory: Inventory;
   private readonly conditions: MemberConditions;
   private readonly work: MemberWorkQueue;

@@ -1,7 +1,8 @@
-import { checkMaxPerUser, type ClaimRequest, type ClaimResult, type IntentKind, type StateStore } from "./store/store";
+import type { StateStoreApi } from "./store/api";
+import { checkMaxPerUser, type ClaimRequest, type ClaimResult, type IntentKind } from "./store/store";
 
 /** What a claim queue needs of the store. */
-export type ClaimStore = Pick<StateStore, "claimMany" | "completeIntents" | "beginIntents">;
+export type ClaimStore = Pick<StateStoreApi, "claimMany" | "completeIntents" | "beginIntents">;
 
 interface Waiting {
   readonly request: ClaimRequest;
@@ -19,7 +20,7 @@ interface Waiting {
  *
  * The candidates are read when the batch runs, not when the take asked: a member that turned
  * busy (reverting, stopping) in between is not handed out. Each claim is still atomic and checked
- * against the user's limit, in arrival order (see StateStore.claimMany).
+ * against the user's limit, in arrival order (see StateStoreApi.claimMany).
  */
 export class ClaimQueue {
   private waiting: Waiting[] = [];
@@ -48,7 +49,7 @@ export class ClaimQueue {
 
   /**
    * Marks a take's intent done, in one transaction with the others of this turn; resolves once
-   * committed, with whether it was still pending (StateStore.completeIntent).
+   * committed, with whether it was still pending (StateStoreApi.completeIntent).
    */
   complete(intentId: string): Promise<boolean> {
     return new Promise((resolve, reject) => {

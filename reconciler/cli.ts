@@ -1,13 +1,16 @@
 // `vmpools`: run the reconciler (serve) or talk to it (take, return, status, detach, console).
+import { createHash } from "node:crypto";
 import { writeFileSync } from "node:fs";
 import type { IncomingMessage, Server, ServerResponse } from "node:http";
 import { isIPv4, isIPv6, type AddressInfo } from "node:net";
 import { hostname } from "node:os";
+import { resolve } from "node:path";
 import { parseArgs } from "node:util";
 import { parseNameMask } from "../core/naming";
 import { DomainEvents } from "./driver/events";
 import { VirshDriver } from "./driver/libvirt-driver";
-import { StateStore } from "./store/store";
+import { openLeadership } from "./store/leader";
+import { isPostgresLocation, openStateStore, redactLocation } from "./store/open";
 import { Reconciler, type ReconcilerStatus } from "./reconciler";
 import { createApiServer } from "./api/server";
 import { parseBody } from "./api/schemas";
@@ -602,7 +605,15 @@ async function listen(server: Server, { host, port }: ServeOptions["listen"]): P
  */
 async function serve(o: ServeOptions): Promise<number> {
   const auth = TokenAuth.fromFile(o.tokens);
-  const store = StateStore.open(o.db);
+  const store = openStateStore(o.db);
+  // One active reconciler per store: another serve on it stands by until this one is gone.
+  const leadership = openLeadership(o.db);
+  let term: number | undefined;
+  // Which store a hypervisor lease's holder leads (lease.ts), never the URL itself (it may hold a password).
+  const storeId = createHash("sha256")
+    .update(isPostgresLocation(o.db) ? redactLocation(o.db) : resolve(o.db))
+    .digest("hex")
+    .slice(0, 16);
   const hosts =
     o.hosts.length > 0
       ? o.hosts.map((h) => ({
@@ -623,6 +634,7 @@ async function serve(o: ServeOptions): Promise<number> {
       await h.events.close();
       await h.driver.close();
     }
+    await leadership.release();
     store.close();
   };
   const reconciler = new Reconciler({
@@ -632,6 +644,7 @@ async function serve(o: ServeOptions): Promise<number> {
     resyncIntervalMs: o.resyncSeconds * 1000,
     consoleHost: o.consoleHost,
     onlyPools: o.pools,
+    lease: { leadership: () => (term === undefined ? undefined : { store: storeId, term }) },
   });
   reconciler.on("failure", (f) => console.error(`vmpools: ${f.context}${f.vm ? ` ${f.vm}` : ""}: ${f.error.message}`));
   reconciler.on("activity", (a) =>
@@ -652,7 +665,19 @@ async function serve(o: ServeOptions): Promise<number> {
   }
   console.log(`vmpools: API on ${url}; starting`);
 
-  const startup = reconciler.start();
+  const standby = new AbortController();
+  const startup = (async () => {
+    term = await leadership.tryAcquire();
+    if (term === undefined) {
+      console.log(
+        `vmpools: another reconciler leads the state store; standing by (the API answers 503 until this one leads)`,
+      );
+      term = await leadership.acquire({ signal: standby.signal });
+    }
+    // Writes of a store fenced with our term fail once a later leader's term has begun.
+    if ("fence" in store && typeof store.fence === "function") store.fence(term);
+    await reconciler.start();
+  })();
   const startSettled = startup.then(
     () => undefined,
     () => undefined,
@@ -662,6 +687,7 @@ async function serve(o: ServeOptions): Promise<number> {
   const stopped = new Promise<number>((resolve) => (finish = resolve));
   const beginStop = (why: string, code: 0 | 1) => {
     stopping = true;
+    standby.abort(new Error(why));
     console.log(`vmpools: ${why}: taking no new requests; finishing ${plural(inFlight.size, "request")} in flight`);
     const stop = stopWithin(o.drainSeconds, inFlight, async () => {
       await drain(server, inFlight);
@@ -681,6 +707,14 @@ async function serve(o: ServeOptions): Promise<number> {
     if (stopping) return;
     console.error(`vmpools: lost the lease on the hypervisor, another reconciler may act now (${oneLine(e.message)})`);
     beginStop("lease lost", 1);
+  });
+  // Another reconciler may lead the store now: this one must not act on it any more.
+  leadership.on("lost", (e) => {
+    if (stopping) return;
+    console.error(
+      `vmpools: lost the leadership of the state store, another reconciler may act now (${oneLine(e.message)})`,
+    );
+    beginStop("leadership lost", 1);
   });
   process.on("SIGTERM", onSignal);
   process.on("SIGINT", onSignal);
@@ -707,7 +741,8 @@ async function serve(o: ServeOptions): Promise<number> {
   }
   started();
   const pools = o.pools ? ` (pools ${o.pools.join(", ")})` : "";
-  console.log(`vmpools: reconciling ${o.uri}${pools}, API on ${url}`);
+  const where = o.hosts.length > 0 ? o.hosts.map((h) => h.name).join(", ") : o.uri;
+  console.log(`vmpools: reconciling ${where}${pools} (leader term ${term}), API on ${url}`);
   return await done();
 }
 

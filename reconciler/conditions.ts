@@ -1,6 +1,7 @@
 // What keeps a member out of service, kept in the store so that a restart never hands out a
 // member whose revert did not finish, nor prestarts one whose starts kept failing.
-import type { MemberConditionKind, StateStore } from "./store/store";
+import type { StateStoreApi } from "./store/api";
+import type { MemberConditionKind } from "./store/store";
 
 export class MemberConditions {
   private readonly reasons = new Map<MemberConditionKind, Map<string, string>>([
@@ -8,7 +9,7 @@ export class MemberConditions {
     ["prestart-gave-up", new Map()],
   ]);
 
-  constructor(private readonly store: StateStore) {}
+  constructor(private readonly store: StateStoreApi) {}
 
   /** Loads what the store holds for the pools this reconciler manages. */
   load(manages: (pool: string) => boolean): void {

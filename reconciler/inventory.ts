@@ -1,13 +1,13 @@
 // What exists, as libvirt says: the members of the managed pools (name, UUID, power state,
 // persistence, metadata), their system volumes, and the pools' policy documents. Reads only;
 // the reconciler decides what the differences mean.
+import type { StateStoreApi } from "./store/api";
 import { METADATA_NAMESPACE, parseMetadataXml, type MemberMetadata } from "../core/metadata";
 import { childElement, parseXml, textOf } from "../core/xml";
 import type { Cluster } from "./cluster/cluster";
 import type { DomainInfo, DomainState } from "./driver/libvirt-driver";
 import { systemVolumeOf, type VolumeRef } from "./libvirt-xml";
 import { groupPools, isUp, policyDocumentsByPool, type MemberRecord, type Pool } from "./pools";
-import type { StateStore } from "./store/store";
 import { unlessGone } from "./util";
 
 /** One listing's view of the managed members, and the ones it no longer found. */
@@ -51,7 +51,7 @@ export class Inventory {
 
   constructor(
     private readonly cluster: Cluster,
-    private readonly store: StateStore,
+    private readonly store: StateStoreApi,
     private readonly manages: (pool: string) => boolean,
     private readonly clock: () => number,
   ) {}

@@ -61,7 +61,7 @@ export interface LeaseOptions {
    * same store is void at once (that leader's term is over and the store refuses its writes), so
    * a standby taking over need not wait out the lease. @default none (leases expire by time only)
    */
-  readonly leadership?: { readonly store: string; readonly term: number };
+  readonly leadership?: () => { readonly store: string; readonly term: number } | undefined;
 }
 
 const notFound = (e: unknown) => e instanceof VirshError && e.notFound;
@@ -108,7 +108,7 @@ export class HypervisorLease extends EventEmitter<{ lost: [Error] }> {
   private readonly ttlMs: number;
   private readonly domainType: string;
   private readonly isAlive: (holder: LeaseHolder) => boolean;
-  private readonly me: Omit<LeaseHolder, "renewedAt">;
+  private readonly me: Omit<LeaseHolder, "renewedAt" | "store" | "term">;
   /** Our placeholders: name → UUID. */
   private readonly held = new Map<string, string>();
   private timer?: NodeJS.Timeout;
@@ -127,7 +127,6 @@ export class HypervisorLease extends EventEmitter<{ lost: [Error] }> {
       host: hostname(),
       pid: process.pid,
       ttlMs: this.ttlMs,
-      ...(options.leadership ? { store: options.leadership.store, term: options.leadership.term } : {}),
     };
   }
 
@@ -162,7 +161,8 @@ export class HypervisorLease extends EventEmitter<{ lost: [Error] }> {
   }
 
   private holder(): LeaseHolder {
-    return { ...this.me, renewedAt: Date.now() };
+    const leads = this.options.leadership?.();
+    return { ...this.me, ...(leads ? { store: leads.store, term: leads.term } : {}), renewedAt: Date.now() };
   }
 
   private placeholderXml(name: string, uuid: string): string {
@@ -185,7 +185,7 @@ export class HypervisorLease extends EventEmitter<{ lost: [Error] }> {
     if (h.id === this.me.id) return false;
     if (Date.now() > h.renewedAt + h.ttlMs) return true;
     // An earlier leader of the store this reconciler leads now: its term is over.
-    const mine = this.options.leadership;
+    const mine = this.options.leadership?.();
     if (mine && h.store === mine.store && h.term !== undefined && h.term < mine.term) return true;
     return h.host === this.me.host && !this.isAlive(h);
   }

@@ -1,3 +1,4 @@
+import type { StateStoreApi } from "./store/api";
 import { randomBytes } from "node:crypto";
 import { EventEmitter } from "node:events";
 import { hostname } from "node:os";
@@ -37,7 +38,7 @@ import {
   type Pool,
 } from "./pools";
 import { recover } from "./recovery";
-import type { ConsoleOptions, StateStore } from "./store/store";
+import type { ConsoleOptions } from "./store/store";
 import type {
   HostStatus,
   MemberStatus,
@@ -73,7 +74,7 @@ const RELIST_AFTER_MS = 1000;
  */
 export class Reconciler extends EventEmitter<ReconcilerEventMap> {
   private readonly cluster: Cluster;
-  private readonly store: StateStore;
+  private readonly store: StateStoreApi;
   private readonly clock: () => number;
   private readonly resyncIntervalMs: number;
   private readonly consoleTicketTtlMs: number;

@@ -1,12 +1,13 @@
 // After a restart: what to do with each intent a previous run left pending. The decision is a
 // pure function of the intent and the facts read for it; the actuator carries it out.
+import type { StateStoreApi } from "./store/api";
 import type { Actuator } from "./actuator";
 import type { DomainState } from "./driver/libvirt-driver";
 import type { Inventory } from "./inventory";
 import { systemVolumeOf, type OverlayFacts, type VolumeRef } from "./libvirt-xml";
 import { isDown, isUp, revertsOnReturn, type MemberActivity, type PoolPolicy } from "./pools";
 import { otherVolumeName, type RevertPlan } from "./revert";
-import type { Assignment, Intent, IntentKind, StateStore } from "./store/store";
+import type { Assignment, Intent, IntentKind } from "./store/store";
 import { asError } from "./util";
 import type { MemberWorkQueue } from "./work-queue";
 
@@ -85,7 +86,7 @@ const ACTIVITY: Record<IntentKind, MemberActivity> = {
 };
 
 export interface RecoveryContext {
-  readonly store: StateStore;
+  readonly store: StateStoreApi;
   readonly inventory: Inventory;
   readonly actuator: Actuator;
   readonly work: MemberWorkQueue;

@@ -1,10 +1,11 @@
 // The reconciler's public shapes: options, results, events and status.
+import type { StateStoreApi } from "./store/api";
 import type { HostConnection, HostView } from "./cluster/hosts";
 import type { DomainEventSource } from "./driver/events";
 import type { DomainState, LibvirtDriver } from "./driver/libvirt-driver";
 import type { LeaseOptions } from "./lease";
 import type { MemberActivity, PoolPolicy } from "./pools";
-import type { AssignedHow, StateStore } from "./store/store";
+import type { AssignedHow } from "./store/store";
 
 export interface RetryPolicy {
   /** Attempts per side effect (a prestart start, a revert) before giving up on it. */
@@ -24,7 +25,7 @@ export interface ReconcilerOptions {
   readonly driver?: LibvirtDriver;
   /** The single host's name. @default "localhost" (the pools' default cluster host) */
   readonly hostName?: string;
-  readonly store: StateStore;
+  readonly store: StateStoreApi;
   /** The single host's lifecycle events: they make returns and replenishment immediate; without them the resync notices. @default none */
   readonly events?: DomainEventSource;
   /** Epoch milliseconds, for retry times and console ticket expiry. @default Date.now */

@@ -54,6 +54,11 @@ export interface StateStoreApi {
   /** Sorted by pool, VM, condition. */
   conditions(): readonly MemberCondition[];
 
+  /** Puts a cluster host in maintenance, or takes it out; whether that changed anything. */
+  setHostMaintenance(host: string, on: boolean): boolean;
+  /** Hosts in maintenance, with when (epoch ms) each went in. */
+  hostsInMaintenance(): Map<string, number>;
+
   addSpareVolume(storagePool: string, volume: string, backingPath: string, allocationBytes: number): void;
   spareVolume(storagePool: string, volume: string): { backingPath: string; allocationBytes: number } | undefined;
   dropSpareVolume(storagePool: string, volume: string): void;

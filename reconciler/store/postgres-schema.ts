@@ -95,6 +95,13 @@ export const POSTGRES_MIGRATIONS: readonly string[] = [
   );
   INSERT INTO leader_term (term) VALUES (0);
   `,
+  // 2: cluster hosts an admin put in maintenance (SQLite's version 7).
+  `
+  CREATE TABLE host_maintenance (
+    host  TEXT COLLATE "C" PRIMARY KEY,
+    since BIGINT NOT NULL
+  );
+  `,
 ];
 
 export const POSTGRES_SCHEMA_VERSION = POSTGRES_MIGRATIONS.length;

@@ -103,7 +103,7 @@ describe("a new leader of the same state store", () => {
       );
     // Renewed just now on another machine, so by time alone it would hold for a minute.
     await lease("db-1", 4);
-    const next = second([s.pool], { leadership: { store: "db-1", term: 5 } });
+    const next = second([s.pool], { leadership: () => ({ store: "db-1", term: 5 }) });
     await next.reconciler.start();
     await next.reconciler.stop();
     next.store.close();
@@ -112,7 +112,7 @@ describe("a new leader of the same state store", () => {
       ["db-1", 6],
     ] as const) {
       await lease(store, term);
-      const other = second([s.pool], { leadership: { store: "db-1", term: 5 } });
+      const other = second([s.pool], { leadership: () => ({ store: "db-1", term: 5 }) });
       await expect(other.reconciler.start()).rejects.toBeInstanceOf(LeaseHeldError);
       other.store.close();
       await h.driver.undefineDomain(leaseName(s));

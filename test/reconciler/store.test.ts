@@ -347,6 +347,26 @@ describe.each(KINDS)("$name store", ({ fresh, lasting }) => {
     });
   });
 
+  describe("host maintenance", () => {
+    it("keeps the hosts an admin put in maintenance across reopening, each once, until taken out", () => {
+      const location = lasting();
+      const s = open(location);
+      expect(s.hostsInMaintenance()).toEqual(new Map());
+      const before = Date.now();
+      expect(s.setHostMaintenance("kvm2", true)).toBe(true);
+      expect(s.setHostMaintenance("kvm2", true)).toBe(false);
+      expect(s.setHostMaintenance("kvm3", false)).toBe(false);
+      s.close();
+      const again = open(location);
+      const hosts = again.hostsInMaintenance();
+      expect([...hosts.keys()]).toEqual(["kvm2"]);
+      expect(hosts.get("kvm2")).toBeGreaterThanOrEqual(before);
+      expect(again.setHostMaintenance("kvm2", false)).toBe(true);
+      expect(again.hostsInMaintenance()).toEqual(new Map());
+      again.close();
+    });
+  });
+
   describe("console options", () => {
     it("remembers the latest options per pool and user", () => {
       const s = open();
