@@ -32,11 +32,29 @@ export interface ServeProcess {
   stop(): Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
 }
 
+/** A `serve` just spawned: it may stand by (another leads its store) before it reconciles. */
+export interface SpawnedServe {
+  readonly child: ChildProcess;
+  readonly spawnedAt: number;
+  readonly stdout: () => string;
+  readonly stderr: () => string;
+  readonly exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
+  /** Resolves once it says it stands by (another reconciler leads the store). */
+  readonly standingBy: Promise<void>;
+  /** Resolves once it reconciles (rejects if it exits first, or after `timeoutMs`). */
+  readonly ready: Promise<ServeProcess>;
+}
+
 /**
  * Starts `vmpools serve --listen 127.0.0.1:0` and resolves once it reconciles. Output is kept
  * only from the last 64 KiB of each stream: a burst logs a line per take.
  */
 export function startServe(args: ServeArgs, timeoutMs = 30_000): Promise<ServeProcess> {
+  return spawnServe(args, timeoutMs).ready;
+}
+
+/** {@link startServe} without waiting: also for a serve that stands by first. */
+export function spawnServe(args: ServeArgs, timeoutMs = 30_000): SpawnedServe {
   const spawnedAt = Date.now();
   const child = spawn(
     process.execPath,
@@ -63,7 +81,9 @@ export function startServe(args: ServeArgs, timeoutMs = 30_000): Promise<ServePr
   const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) =>
     child.once("exit", (code, signal) => resolve({ code, signal })),
   );
-  return new Promise<ServeProcess>((resolve, reject) => {
+  let stoodBy!: () => void;
+  const standingBy = new Promise<void>((resolve) => (stoodBy = resolve));
+  const ready = new Promise<ServeProcess>((resolve, reject) => {
     const timer = setTimeout(() => {
       child.kill("SIGKILL");
       reject(new Error(`serve was not ready within ${timeoutMs} ms: ${out}${err}`));
@@ -74,6 +94,7 @@ export function startServe(args: ServeArgs, timeoutMs = 30_000): Promise<ServePr
     child.stdout!.setEncoding("utf8").on("data", (c: string) => {
       out = keep(out + c);
       if (boundAt === undefined && /API on \S+; starting/.test(out)) boundAt = Date.now();
+      if (/standing by/.test(out)) stoodBy();
       const m = url === undefined && /reconciling .*API on (http:\/\/\S+)/.exec(out);
       if (!m) return;
       url = m[1]!;
@@ -103,6 +124,8 @@ export function startServe(args: ServeArgs, timeoutMs = 30_000): Promise<ServePr
       reject(new Error(`serve exited (${code ?? signal}) before it was ready: ${out}${err}`));
     });
   });
+  ready.catch(() => undefined);
+  return { child, spawnedAt, stdout: () => out, stderr: () => err, exited, standingBy, ready };
 }
 
 /** One answer of the API, or the transport error in its place. */
