@@ -11,3 +11,4 @@ npx ts-node --transpile-only bench/driver.ts
 npx ts-node --transpile-only bench/store.ts
 npx ts-node --transpile-only bench/reconciler.ts
 npx ts-node --transpile-only bench/cluster.ts
+npx ts-node --transpile-only bench/cluster-hosts.ts
