@@ -44,6 +44,7 @@ import {
   type MemberCondition,
   type MemberConditionKind,
 } from "./store";
+import { toIntent, type IntentRow } from "./rows";
 
 export { POSTGRES_SCHEMA_VERSION } from "./postgres-schema";
 
@@ -87,21 +88,6 @@ interface AssignmentRow {
   admin_access: boolean;
 }
 
-interface IntentRow {
-  id: string;
-  kind: IntentKind;
-  pool: string;
-  vm: string;
-  user: string | null;
-  state: IntentState;
-  attempts: number;
-  next_attempt_at: number | null;
-  last_error: string | null;
-  payload: string | null;
-  created_at: number;
-  updated_at: number;
-}
-
 const toAssignment = (r: AssignmentRow): Assignment => ({
   pool: r.pool,
   vm: r.vm,
@@ -109,21 +95,6 @@ const toAssignment = (r: AssignmentRow): Assignment => ({
   since: r.since,
   how: r.how,
   adminAccess: r.admin_access,
-});
-
-const toIntent = (r: IntentRow): Intent => ({
-  id: r.id,
-  kind: r.kind,
-  pool: r.pool,
-  vm: r.vm,
-  ...(r.user === null ? {} : { user: r.user }),
-  state: r.state,
-  attempts: r.attempts,
-  nextAttemptAt: r.next_attempt_at,
-  lastError: r.last_error,
-  payload: r.payload,
-  createdAt: r.created_at,
-  updatedAt: r.updated_at,
 });
 
 const ASSIGNMENT_COLUMNS = `pool, vm, "user", since, how, admin_access`;

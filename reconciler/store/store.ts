@@ -5,6 +5,7 @@ import Database from "better-sqlite3";
 import { chmodSync, existsSync } from "node:fs";
 import { migrate } from "./schema";
 import type { StateStoreApi } from "./api";
+import { toIntent, type IntentRow } from "./rows";
 
 export { SchemaTooNewError, SCHEMA_VERSION } from "./schema";
 
@@ -104,21 +105,6 @@ interface AssignmentRow {
   admin_access: 0 | 1;
 }
 
-interface IntentRow {
-  id: string;
-  kind: IntentKind;
-  pool: string;
-  vm: string;
-  user: string | null;
-  state: IntentState;
-  attempts: number;
-  next_attempt_at: number | null;
-  last_error: string | null;
-  payload: string | null;
-  created_at: number;
-  updated_at: number;
-}
-
 const toAssignment = (r: AssignmentRow): Assignment => ({
   pool: r.pool,
   vm: r.vm,
@@ -126,21 +112,6 @@ const toAssignment = (r: AssignmentRow): Assignment => ({
   since: r.since,
   how: r.how,
   adminAccess: r.admin_access === 1,
-});
-
-const toIntent = (r: IntentRow): Intent => ({
-  id: r.id,
-  kind: r.kind,
-  pool: r.pool,
-  vm: r.vm,
-  ...(r.user === null ? {} : { user: r.user }),
-  state: r.state,
-  attempts: r.attempts,
-  nextAttemptAt: r.next_attempt_at,
-  lastError: r.last_error,
-  payload: r.payload,
-  createdAt: r.created_at,
-  updatedAt: r.updated_at,
 });
 
 /** Every statement, prepared once per connection. */
