@@ -15,13 +15,13 @@ import type { AddressInfo } from "node:net";
 import { cpus, tmpdir, totalmem } from "node:os";
 import { join } from "node:path";
 import { performance } from "node:perf_hooks";
-import { planPool, systemDiskOf } from "../core/plan";
+import { planPool } from "../core/plan";
 import { TokenAuth, newToken } from "../reconciler/api/auth";
 import { createApiServer } from "../reconciler/api/server";
-import { renderDomainXml } from "../reconciler/local/domain-xml";
 import { Reconciler } from "../reconciler/reconciler";
 import { StateStore } from "../reconciler/store/store";
 import { FakeDriver } from "../test/support/fake-driver";
+import { deployMemberOnFake } from "../test/support/fake-pool";
 import { ApiClient, median, min, quantile } from "./api-load";
 
 const RUNS = Number(process.env.RUNS ?? 5);
@@ -72,17 +72,7 @@ async function run(shape: Shape): Promise<Result> {
       cluster: { name: "bench", hosts: names.map((name) => ({ name, uri: `fake://${name}/system` })) },
     });
     poolNames.push(plan.pool.name);
-    for (const vm of plan.members) {
-      const f = fakes.get(vm.host.name)!;
-      const disk = systemDiskOf(vm);
-      await f.createOverlayVolume("default-pool", disk.volumeName, {
-        backingPath: "/images/base.qcow2",
-        backingFormat: "qcow2",
-        capacityBytes: 10 * 2 ** 30,
-      });
-      for (const media of vm.disks.filter((d) => d !== disk)) f.uploadVolume("default-pool", media.volumeName, "m");
-      await f.defineDomain(renderDomainXml(vm, { storagePool: "default-pool", domainType: "test" }));
-    }
+    for (const vm of plan.members) await deployMemberOnFake(fakes.get(vm.host.name)!, vm);
   }
   const dir = mkdtempSync(join(tmpdir(), "vmpools-bench-cluster-"));
   const store = StateStore.open(join(dir, "state.db"));

@@ -1,15 +1,13 @@
 // A cluster of FakeDrivers (test/support/fake-driver.ts): one per host, sharing storage (as
 // live migration needs) and able to migrate to each other, with a pool deployed on them as the
 // engines would (each member on its planned host) and a Reconciler over all of them.
-import { planPool, systemDiskOf, type PoolPlan } from "../../core/plan";
+import { planPool, type PoolPlan } from "../../core/plan";
 import type { VmPoolProps } from "../../core/spec";
-import { renderDomainXml } from "../../reconciler/local/domain-xml";
 import { Reconciler, type Activity, type Failure, type MemberStatus } from "../../reconciler/reconciler";
 import { StateStore } from "../../reconciler/store/store";
 import { FakeDriver } from "./fake-driver";
+import { deployMemberOnFake } from "./fake-pool";
 import { validProps } from "./fixtures";
-
-const STORAGE_POOL = "default-pool";
 
 export interface FakeCluster {
   /** Fakes by host name. */
@@ -58,17 +56,7 @@ export async function startFakeCluster(
       ...props,
     }),
   );
-  for (const vm of plan.members) {
-    const fake = hosts.get(vm.host.name)!;
-    const disk = systemDiskOf(vm);
-    for (const media of vm.disks.filter((d) => d !== disk)) fake.uploadVolume(STORAGE_POOL, media.volumeName, "media");
-    await fake.createOverlayVolume(STORAGE_POOL, disk.volumeName, {
-      backingPath: disk.backingStore!.path,
-      backingFormat: disk.backingStore!.format,
-      capacityBytes: disk.capacityGiB! * 2 ** 30,
-    });
-    await fake.defineDomain(renderDomainXml(vm, { storagePool: STORAGE_POOL, domainType: "test" }));
-  }
+  for (const vm of plan.members) await deployMemberOnFake(hosts.get(vm.host.name)!, vm);
   const store = StateStore.open(":memory:");
   const failures: Failure[] = [];
   const activities: Activity[] = [];

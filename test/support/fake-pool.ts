@@ -1,6 +1,6 @@
 // A pool on FakeDriver (test/support/fake-driver.ts) with a Reconciler on it: for tests of what
 // the reconciler does when libvirt fails or is slow on cue, and of which calls an answer waits for.
-import { planPool, systemDiskOf, type PoolPlan } from "../../core/plan";
+import { planPool, systemDiskOf, type PoolPlan, type VmPlan } from "../../core/plan";
 import type { VmPoolProps } from "../../core/spec";
 import { renderDomainXml } from "../../reconciler/local/domain-xml";
 import { Reconciler, type Failure, type MemberStatus } from "../../reconciler/reconciler";
@@ -46,17 +46,20 @@ export async function closeFakePools(): Promise<void> {
  */
 export async function deployOnFake(fake: FakeDriver, props: VmPoolProps): Promise<PoolPlan> {
   const plan = planPool(props);
-  for (const vm of plan.members) {
-    const disk = systemDiskOf(vm);
-    for (const media of vm.disks.filter((d) => d !== disk)) fake.uploadVolume(STORAGE_POOL, media.volumeName, "media");
-    await fake.createOverlayVolume(STORAGE_POOL, disk.volumeName, {
-      backingPath: disk.backingStore!.path,
-      backingFormat: disk.backingStore!.format,
-      capacityBytes: disk.capacityGiB! * 2 ** 30,
-    });
-    await fake.defineDomain(renderDomainXml(vm, { storagePool: STORAGE_POOL, domainType: "test" }));
-  }
+  for (const vm of plan.members) await deployMemberOnFake(fake, vm);
   return plan;
+}
+
+/** One member on `fake`: its overlay, its media volumes and its domain. */
+export async function deployMemberOnFake(fake: FakeDriver, vm: VmPlan): Promise<void> {
+  const disk = systemDiskOf(vm);
+  for (const media of vm.disks.filter((d) => d !== disk)) fake.uploadVolume(STORAGE_POOL, media.volumeName, "media");
+  await fake.createOverlayVolume(STORAGE_POOL, disk.volumeName, {
+    backingPath: disk.backingStore!.path,
+    backingFormat: disk.backingStore!.format,
+    capacityBytes: disk.capacityGiB! * 2 ** 30,
+  });
+  await fake.defineDomain(renderDomainXml(vm, { storagePool: STORAGE_POOL, domainType: "test" }));
 }
 
 /**
