@@ -20,6 +20,8 @@ interface MutableFacts {
   maintenance: boolean;
   unfitReason?: string;
   unreachableReason?: string;
+  /** Why the lease is not ours (another reconciler holds it, it was lost). */
+  leaseReason?: string;
   load: HostLoad;
 }
 
@@ -72,7 +74,8 @@ export class Cluster {
   }
 
   view(host: string): HostView {
-    return hostState(host, this.factsOf(host));
+    const f = this.factsOf(host);
+    return hostState(host, { ...f, ...(f.leaseHeld ? {} : { unfitReason: f.leaseReason ?? f.unfitReason }) });
   }
 
   views(): readonly HostView[] {
@@ -107,10 +110,16 @@ export class Cluster {
     return changed;
   }
 
-  setLeaseHeld(host: string, held: boolean, unfitReason?: string): void {
+  setLeaseHeld(host: string, held: boolean, reason?: string): void {
     const f = this.factsOf(host);
     f.leaseHeld = held;
-    f.unfitReason = held ? undefined : unfitReason;
+    f.leaseReason = held ? undefined : reason;
+    this.changed();
+  }
+
+  /** The host is unfit for members (e.g. an attestation verdict), or fit again (undefined). */
+  setUnfit(host: string, reason: string | undefined): void {
+    this.factsOf(host).unfitReason = reason;
     this.changed();
   }
 

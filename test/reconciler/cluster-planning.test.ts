@@ -1,10 +1,12 @@
 // The cluster's pure decisions: host states, take order and prestart spread across hosts,
 // migration destinations, and how a pool's migration settings become libvirt's flags.
 import fc from "fast-check";
+import { Cluster } from "../../reconciler/cluster/cluster";
 import { byHeadroom, hostState, type HostFacts } from "../../reconciler/cluster/hosts";
 import { MIGRATION_CONVERGE_MS, planMigration } from "../../reconciler/cluster/migration";
 import { pickDestination } from "../../reconciler/cluster/placement";
 import { freeMembers, planPrestart, type HostPicture, type MemberActivity } from "../../reconciler/pools";
+import { FakeDriver } from "../support/fake-driver";
 import { POLICY, pool } from "./fixtures/pools";
 
 const busy = (entries: Record<string, MemberActivity> = {}) => new Map(Object.entries(entries));
@@ -214,5 +216,20 @@ describe("planMigration (the seed's migration settings)", () => {
       onTimeout: "suspend",
       timeoutMs: MIGRATION_CONVERGE_MS,
     });
+  });
+});
+
+describe("Cluster facts", () => {
+  it("keeps an unfit verdict apart from the lease: taking the lease back does not make an unfit host up", () => {
+    const c = new Cluster([{ name: "h1", uri: "", driver: new FakeDriver() }]);
+    c.setLeaseHeld("h1", false, "held by another reconciler");
+    expect(c.view("h1")).toEqual({ name: "h1", state: "non-operational", reason: "held by another reconciler" });
+    c.setUnfit("h1", "attestation: untrusted");
+    c.setLeaseHeld("h1", true);
+    expect(c.view("h1")).toEqual({ name: "h1", state: "non-operational", reason: "attestation: untrusted" });
+    expect(c.picture().usable("h1")).toBe(false);
+    expect(c.picture().visible("h1")).toBe(true);
+    c.setUnfit("h1", undefined);
+    expect(c.view("h1").state).toBe("up");
   });
 });
