@@ -524,14 +524,13 @@ function seconds(values: Values, name: string, fallback: string, min: number, ma
 }
 
 interface ServeOptions {
-  /** The hosts: one from --uri, or the --host list. */
+  /** The hosts: the --host list, or the one --uri host (named "localhost"). */
   readonly hosts: readonly {
     readonly name: string;
     readonly uri: string;
     readonly migrateUri?: string;
     readonly unsafeMigration?: boolean;
   }[];
-  readonly uri: string;
   readonly db: string;
   readonly listen: { readonly host: string; readonly port: number };
   readonly tokens: string;
@@ -550,17 +549,18 @@ function serveOptions(values: Values): ServeOptions {
       "serve",
     );
   }
-  const uri = str(values, "uri", hostArgs.length > 0 ? "" : "qemu:///system");
   const pools = values.pools as string[] | undefined;
+  // Without --host, the one --uri host, named as the pools' default cluster names it.
+  const hosts =
+    hostArgs.length > 0
+      ? parseHosts(hostArgs, (values["migration-uri"] as string[] | undefined) ?? [])
+      : [{ name: "localhost", uri: str(values, "uri", "qemu:///system") }];
   return {
-    hosts: parseHosts(hostArgs, (values["migration-uri"] as string[] | undefined) ?? []).map((h) =>
-      values["unsafe-migration"] === true ? { ...h, unsafeMigration: true } : h,
-    ),
-    uri,
+    hosts: hosts.map((h) => (values["unsafe-migration"] === true ? { ...h, unsafeMigration: true } : h)),
     db: str(values, "db", "/var/lib/vmpools/state.db"),
     listen: parseListen(str(values, "listen", "127.0.0.1:8480")),
     tokens: str(values, "tokens", "/etc/vmpools/tokens.json"),
-    consoleHost: str(values, "console-host", consoleHostOf(uri || (parseHosts(hostArgs, [])[0]?.uri ?? ""))),
+    consoleHost: str(values, "console-host", consoleHostOf(hosts[0]!.uri)),
     // Also how soon a deployed policy edit takes effect: libvirt has no volume events.
     resyncSeconds: seconds(values, "resync-seconds", "30", 1, 99999, 10),
     pools: pools && parsePools(pools),
@@ -614,21 +614,11 @@ async function serve(o: ServeOptions): Promise<number> {
     .update(isPostgresLocation(o.db) ? redactLocation(o.db) : resolve(o.db))
     .digest("hex")
     .slice(0, 16);
-  const hosts =
-    o.hosts.length > 0
-      ? o.hosts.map((h) => ({
-          ...h,
-          driver: new VirshDriver({ uri: h.uri }),
-          events: new DomainEvents({ uri: h.uri }),
-        }))
-      : [
-          {
-            name: "localhost",
-            uri: o.uri,
-            driver: new VirshDriver({ uri: o.uri }),
-            events: new DomainEvents({ uri: o.uri }),
-          },
-        ];
+  const hosts = o.hosts.map((h) => ({
+    ...h,
+    driver: new VirshDriver({ uri: h.uri }),
+    events: new DomainEvents({ uri: h.uri }),
+  }));
   const closeBackends = async () => {
     for (const h of hosts) {
       await h.events.close();
@@ -741,7 +731,7 @@ async function serve(o: ServeOptions): Promise<number> {
   }
   started();
   const pools = o.pools ? ` (pools ${o.pools.join(", ")})` : "";
-  const where = o.hosts.length > 0 ? o.hosts.map((h) => h.name).join(", ") : o.uri;
+  const where = o.hosts.length > 1 ? o.hosts.map((h) => h.name).join(", ") : o.hosts[0]!.uri;
   console.log(`vmpools: reconciling ${where}${pools} (leader term ${term}), API on ${url}`);
   return await done();
 }

@@ -613,15 +613,20 @@ export class Reconciler extends EventEmitter<ReconcilerEventMap> {
 
   /** The hosts and their states, and what a maintenance could not move. */
   private hostStatus(): readonly HostStatus[] {
+    // One pass over the members for all hosts (status is asked often; clusters are large).
+    const counts = new Map<string, { members: number; running: number }>();
+    for (const r of this.inventory.all()) {
+      const c = counts.get(r.host) ?? { members: 0, running: 0 };
+      c.members++;
+      if (r.state === "running") c.running++;
+      counts.set(r.host, c);
+    }
     return this.cluster.views().map((v) => {
-      const members = [...this.inventory.all()].filter((r) => r.host === v.name);
+      const { freeMemoryMiB } = this.cluster.load(v.name);
       return {
         ...v,
-        members: members.length,
-        running: members.filter((r) => r.state === "running").length,
-        ...(this.cluster.load(v.name).freeMemoryMiB === undefined
-          ? {}
-          : { freeMemoryMiB: this.cluster.load(v.name).freeMemoryMiB! }),
+        ...(counts.get(v.name) ?? { members: 0, running: 0 }),
+        ...(freeMemoryMiB === undefined ? {} : { freeMemoryMiB }),
       };
     });
   }
@@ -756,9 +761,17 @@ export class Reconciler extends EventEmitter<ReconcilerEventMap> {
    */
   private evacuate(): void {
     if (!this.running) return;
+    const inMaintenance = new Set(
+      this.cluster
+        .views()
+        .filter((v) => v.state === "maintenance")
+        .map((v) => v.name),
+    );
+    // Every resync comes here: with no host in maintenance there is nothing to look at.
+    if (inMaintenance.size === 0) return;
     const picture = this.cluster.picture();
     for (const r of this.inventory.all()) {
-      if (this.cluster.view(r.host).state !== "maintenance") continue;
+      if (!inMaintenance.has(r.host)) continue;
       if (r.state !== "running" || this.work.isBusy(r.name) || this.stayReasons.has(r.name)) continue;
       const pool = r.metadata.pool;
       if (!this.store.holder(pool, r.name)) continue;
