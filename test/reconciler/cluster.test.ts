@@ -3,7 +3,10 @@
 // migration as the pool allows, an admin's migration, and members going home afterwards.
 // test/cluster/ runs the same on real libvirt hosts.
 import { MigrationRefusedError, HostUnavailableError, UnknownHostError } from "../../reconciler/errors";
+import { randomUUID } from "node:crypto";
+import { LEASE_DOMAIN, LEASE_NAMESPACE } from "../../reconciler/lease";
 import { startFakeCluster, fakeUri, type FakeCluster } from "../support/fake-cluster";
+import { until } from "../support/qemu-pool";
 
 let c: FakeCluster | undefined;
 afterEach(async () => {
@@ -106,6 +109,48 @@ describe("a host that stops answering", () => {
     const holders = c.store.assignments(c.pool).map((a) => a.vm);
     expect(new Set(holders).size).toBe(holders.length);
     expect(c.failures.filter((f) => !/^host |lease/.test(f.context))).toEqual([]);
+  });
+});
+
+describe("a host whose lease another reconciler takes", () => {
+  it("is non-operational: nothing of it is handed out, started or returned, and the holder is named", async () => {
+    c = await startFakeCluster(2, { size: 6, prestarted: 2, maxVmsPerUser: 6 }, { leaseTtlMs: 300 });
+    const h2 = c.hosts.get("h2")!;
+    const heldOnH2 = (await Promise.all([1, 2, 3, 4].map(() => c!.reconciler.take(c!.pool, "alice")))).find(
+      (t) => c!.member(t.vm).host === "h2",
+    );
+    await c.reconciler.idle();
+    // Another reconciler's placeholder replaces ours on h2 (as after our lease ran out there).
+    await h2.undefineDomain(LEASE_DOMAIN);
+    await h2.defineDomain(
+      `<domain type='test'><name>${LEASE_DOMAIN}</name><uuid>${randomUUID()}</uuid><memory>1024</memory>` +
+        `<os><type>hvm</type></os><metadata><l:lease xmlns:l='${LEASE_NAMESPACE}' id='other' ` +
+        `host='elsewhere.example' pid='1' renewedAt='${Date.now()}' ttlMs='600000'/></metadata></domain>`,
+    );
+    await until(
+      "h2 non-operational",
+      () => c!.reconciler.status().hosts.find((h) => h.name === "h2")!.state === "non-operational",
+    );
+    await c.reconciler.resync(); // tries to take it back: held by the other one
+    await c.reconciler.idle();
+    const view = c.reconciler.status().hosts.find((h) => h.name === "h2")!;
+    expect(view).toMatchObject({
+      state: "non-operational",
+      reason: expect.stringMatching(/pid 1 on elsewhere\.example/),
+    });
+    const startsBefore = h2.calls("start");
+    for (let i = 0; i < 2; i++) {
+      // Refused (nothing free on h1) or handed out from h1, never from h2.
+      const t = await c.reconciler.take(c.pool, "bob").catch(() => undefined);
+      if (t) expect(c.member(t.vm).host).toBe("h1");
+    }
+    await c.reconciler.idle();
+    expect(h2.calls("start")).toBe(startsBefore);
+    if (heldOnH2) {
+      await expect(c.reconciler.return(c.pool, heldOnH2.vm, { user: "alice" })).rejects.toBeInstanceOf(
+        HostUnavailableError,
+      );
+    }
   });
 });
 

@@ -32,7 +32,11 @@ export const fakeUri = (host: string) => `fake://${host}/system`;
 export async function startFakeCluster(
   hostCount: number,
   props: Partial<VmPoolProps>,
-  options: { readonly freeMemoryMiB?: Record<string, number> } = {},
+  options: {
+    readonly freeMemoryMiB?: Record<string, number>;
+    /** The hosts' lease TTL (renewed every third of it). @default the reconciler's (15 s) */
+    readonly leaseTtlMs?: number;
+  } = {},
 ): Promise<FakeCluster> {
   const names = Array.from({ length: hostCount }, (_, i) => `h${i + 1}`);
   const peers = new Map<string, FakeDriver>();
@@ -72,6 +76,7 @@ export async function startFakeCluster(
       retry: { maxAttempts: 2, baseDelayMs: 10 },
       shutdownTimeoutMs: 1000,
       resyncIntervalMs: 3_600_000,
+      ...(options.leaseTtlMs === undefined ? {} : { lease: { ttlMs: options.leaseTtlMs } }),
     });
     r.on("failure", (f) => failures.push(f));
     r.on("activity", (a) => activities.push(a));
