@@ -11,17 +11,16 @@ import type { AddressInfo } from "node:net";
 import { cpus, tmpdir, totalmem } from "node:os";
 import { join } from "node:path";
 import { performance } from "node:perf_hooks";
-import { planPool, systemDiskOf } from "../core/plan";
+import { planPool } from "../core/plan";
 import { TokenAuth, newToken } from "../reconciler/api/auth";
 import { createApiServer } from "../reconciler/api/server";
 import { DomainEvents } from "../reconciler/driver/events";
 import { VirshDriver } from "../reconciler/driver/libvirt-driver";
-import { renderDomainXml } from "../reconciler/local/domain-xml";
 import { Reconciler } from "../reconciler/reconciler";
 import { StateStore } from "../reconciler/store/store";
 import { ensureGuest, guestCmdline } from "../test/guest/guest";
 import { startTestCluster } from "../test/support/cluster-hosts";
-import { tinyPoolProps } from "../test/support/qemu-pool";
+import { deployQemuMember, tinyPoolProps } from "../test/support/qemu-pool";
 import { ApiClient, median, min, quantile } from "./api-load";
 
 const RUNS = Number(process.env.RUNS ?? 3);
@@ -54,38 +53,13 @@ async function run(hostCount: number): Promise<Result> {
   for (const vm of plan.members) {
     const d = drivers.get(vm.host.name)!;
     await d.refreshStoragePool(cluster.storagePool);
-    for (const disk of vm.disks) {
-      if (disk === systemDiskOf(vm)) {
-        await d.createOverlayVolume(cluster.storagePool, disk.volumeName, {
-          backingPath: base,
-          backingFormat: "raw",
-          capacityBytes: 2 ** 30,
-        });
-      } else {
-        await d.session.run([
-          "vol-create-as",
-          "--pool",
-          cluster.storagePool,
-          "--name",
-          disk.volumeName,
-          "--capacity",
-          "1M",
-          "--format",
-          "raw",
-        ]);
-      }
-    }
-    await d.defineDomain(
-      renderDomainXml(vm, {
-        storagePool: cluster.storagePool,
-        withoutNetwork: true,
-        directKernelBoot: {
-          kernelPath: g.kernelPath,
-          initrdPath: g.initrdPath,
-          cmdline: guestCmdline({ kind: "read-marker" }, { stay: true }),
-        },
-      }),
-    );
+    await deployQemuMember(d, cluster.storagePool, base, vm, () => ({
+      directKernelBoot: {
+        kernelPath: g.kernelPath,
+        initrdPath: g.initrdPath,
+        cmdline: guestCmdline({ kind: "read-marker" }, { stay: true }),
+      },
+    }));
   }
   const store = StateStore.open(join(dir, "state.db"));
   const reconciler = new Reconciler({

@@ -6,17 +6,16 @@
 // test/reconciler/cluster.test.ts covers the same rules, and more cases, on fakes.
 import * as fs from "node:fs";
 import * as path from "node:path";
-import { planPool, systemDiskOf, type PoolPlan, type VmPlan } from "../../core/plan";
+import { planPool, type PoolPlan } from "../../core/plan";
 import type { VmPoolProps } from "../../core/spec";
 import { DomainEvents } from "../../reconciler/driver/events";
 import { VirshDriver } from "../../reconciler/driver/libvirt-driver";
 import { MigrationRefusedError } from "../../reconciler/errors";
-import { renderDomainXml } from "../../reconciler/local/domain-xml";
 import { Reconciler, type Failure } from "../../reconciler/reconciler";
 import { StateStore } from "../../reconciler/store/store";
 import { ensureGuest, guestCmdline } from "../guest/guest";
 import { startTestCluster, type TestCluster } from "../support/cluster-hosts";
-import { tinyPoolProps, until } from "../support/qemu-pool";
+import { deployQemuMember, tinyPoolProps, until } from "../support/qemu-pool";
 
 let cluster: TestCluster;
 let store: StateStore;
@@ -40,36 +39,19 @@ async function deploy(props: VmPoolProps): Promise<PoolPlan> {
   const base = path.join(cluster.imageDir, "base.raw");
   for (const vm of plan.members) {
     const driver = drivers.get(vm.host.name)!;
+    // Volumes another host made are unknown here until the shared pool is re-read.
     await driver.refreshStoragePool(cluster.storagePool);
-    for (const disk of vm.disks) {
-      if (disk === systemDiskOf(vm)) {
-        await driver.createOverlayVolume(cluster.storagePool, disk.volumeName, {
-          backingPath: base,
-          backingFormat: "raw",
-          capacityBytes: disk.capacityGiB! * 2 ** 30,
-        });
-      } else {
-        const args = ["--name", disk.volumeName, "--capacity", "1M", "--format", "raw"];
-        await driver.session.run(["vol-create-as", "--pool", cluster.storagePool, ...args]);
-      }
-    }
-    await driver.defineDomain(renderXml(vm, g));
+    await deployQemuMember(driver, cluster.storagePool, base, vm, () => ({
+      directKernelBoot: {
+        kernelPath: g.kernelPath,
+        initrdPath: g.initrdPath,
+        cmdline: `${guestCmdline({ kind: "read-marker" })} vmpools.after=heartbeat`,
+      },
+      serialLogPath: logPath(vm.name),
+    }));
   }
   plans.push(plan);
   return plan;
-}
-
-function renderXml(vm: VmPlan, g: ReturnType<typeof ensureGuest>): string {
-  return renderDomainXml(vm, {
-    storagePool: cluster.storagePool,
-    withoutNetwork: true,
-    directKernelBoot: {
-      kernelPath: g.kernelPath,
-      initrdPath: g.initrdPath,
-      cmdline: `${guestCmdline({ kind: "read-marker" })} vmpools.after=heartbeat`,
-    },
-    serialLogPath: logPath(vm.name),
-  });
 }
 
 const member = (pool: string, vm: string) =>

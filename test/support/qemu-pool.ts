@@ -88,22 +88,31 @@ export async function deployQemuPool(
   render: MemberRender,
 ): Promise<PoolPlan> {
   const plan = planPool(props);
-  for (const vm of plan.members) {
-    for (const disk of vm.disks) {
-      if (disk.role === "system") {
-        await driver.createOverlayVolume(storagePool, disk.volumeName, {
-          backingPath: base,
-          backingFormat: "raw",
-          capacityBytes: disk.capacityGiB! * 2 ** 30,
-        });
-      } else {
-        const args = ["--name", disk.volumeName, "--capacity", "1M", "--format", "raw"];
-        await driver.session.run(["vol-create-as", "--pool", storagePool, ...args]);
-      }
-    }
-    await driver.defineDomain(renderDomainXml(vm, { storagePool, withoutNetwork: true, ...render(vm) }));
-  }
+  for (const vm of plan.members) await deployQemuMember(driver, storagePool, base, vm, render);
   return plan;
+}
+
+/** One member of {@link deployQemuPool}: its overlay of `base`, empty media disks, its domain. */
+export async function deployQemuMember(
+  driver: VirshDriver,
+  storagePool: string,
+  base: string,
+  vm: VmPlan,
+  render: MemberRender,
+): Promise<void> {
+  for (const disk of vm.disks) {
+    if (disk.role === "system") {
+      await driver.createOverlayVolume(storagePool, disk.volumeName, {
+        backingPath: base,
+        backingFormat: "raw",
+        capacityBytes: disk.capacityGiB! * 2 ** 30,
+      });
+    } else {
+      const args = ["--name", disk.volumeName, "--capacity", "1M", "--format", "raw"];
+      await driver.session.run(["vol-create-as", "--pool", storagePool, ...args]);
+    }
+  }
+  await driver.defineDomain(renderDomainXml(vm, { storagePool, withoutNetwork: true, ...render(vm) }));
 }
 
 export async function openQemuPools(): Promise<QemuPools> {
