@@ -207,11 +207,15 @@ export function parsePolicyDocument(xml: string): PolicyDocument | undefined {
 }
 
 /**
- * Name of the policy volume of a pool. `#` cannot occur in pool names (letters, digits, `._-`
- * and `?`), so `MyPool-???` and a pool literally named `MyPool-###` cannot collide.
+ * Name of a pool's policy volume on one host: one per host, because hosts may share a storage
+ * pool (shared storage is what live migration needs), where one name would be one file that
+ * each host's apply overwrites and each destroy deletes for all. `#` cannot occur in pool names
+ * (letters, digits, `._-` and `?`) and `@` in neither pool nor host names (letters, digits,
+ * `._-`), so no two (pool, host) pairs share a name: `MyPool-???` and `MyPool-###` differ, and
+ * so do pool `a.b` on host `c` and pool `a` on host `b.c`.
  */
-export function policyVolumeName(poolName: string): string {
-  return `${poolName.replace(/\?/g, "#")}${POLICY_VOLUME_SUFFIX}`;
+export function policyVolumeName(poolName: string, hostName: string): string {
+  return `${poolName.replace(/\?/g, "#")}@${hostName}${POLICY_VOLUME_SUFFIX}`;
 }
 
 export const POLICY_VOLUME_SUFFIX = ".vmpools-policy.xml";

@@ -1,12 +1,6 @@
 import { cloudInitMedia, type CloudInitMedia } from "./initrun/cloudinit";
 import { computerNameFor, renderUnattend, sysprepMediaFiles, type WindowsVersion } from "./initrun/sysprep";
-import {
-  memberMetadata,
-  policyVolumeName,
-  renderMetadataXml,
-  renderPolicyDocument,
-  type MemberMetadata,
-} from "./metadata";
+import { memberMetadata, renderMetadataXml, renderPolicyDocument, type MemberMetadata } from "./metadata";
 import { hostnameFor, memberName, memberNamePattern } from "./naming";
 import { homeHost, type PoolPlacement } from "./placement";
 import type { ResolvedPool } from "./resolved";
@@ -90,9 +84,11 @@ export interface VmPlan {
   readonly prestartCandidate: boolean;
 }
 
-/** The pool's current policy, deployed as a small volume on every cluster host (see metadata.ts). */
+/**
+ * The pool's current policy, deployed as a small volume on every cluster host, named per host
+ * (`policyVolumeName`).
+ */
 export interface PolicyPlan {
-  readonly volumeName: string;
   /** The policy document; its content changes exactly when the policy does. */
   readonly xml: string;
 }
@@ -283,7 +279,7 @@ export function planPool(props: VmPoolProps, subject?: string, options: PlanOpti
       prestartCandidate: index <= pool.prestarted,
     });
   }
-  const policy = { volumeName: policyVolumeName(pool.name), xml: renderPolicyDocument(pool) };
+  const policy = { xml: renderPolicyDocument(pool) };
   const placement = Object.fromEntries(
     [...members, ...detached].sort((a, b) => a.index - b.index).map((m) => [m.name, m.host.name]),
   );

@@ -161,7 +161,10 @@ export class VmPool extends Construct {
       volumes[this.policyVolumeId(host)] = {
         provider: `libvirt.${providerAlias(host)}`,
         lifecycle: { ignore_changes: "all", replace_triggered_by: [`terraform_data.${revisionId}`] },
-        ...policyVolume(this.plan, { storagePool: firstStoragePool(this.plan), url: this.uploadUrl("policy.xml") }),
+        ...policyVolume(this.plan, host, {
+          storagePool: firstStoragePool(this.plan),
+          url: this.uploadUrl("policy.xml"),
+        }),
       };
     }
     // Detached members leave Terraform's management without being destroyed (seed: the VM stays

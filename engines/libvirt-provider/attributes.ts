@@ -7,9 +7,11 @@ import {
   configDiskOf,
   describeDomain,
   LIBVIRT_DEFAULT_LIFECYCLE,
+  policyVolumeName,
   systemDiskOf,
   type DomainDescription,
   type DomainDisk,
+  type HostRef,
   type PoolPlan,
   type VmPlan,
 } from "../../core";
@@ -81,16 +83,17 @@ export function memberVolumes<T>(
 export const firstStoragePool = (plan: PoolPlan): string => plan.pool.storage.candidates[0]!.name;
 
 /**
- * The pool's policy document as a volume (one per cluster host; the reconciler reads it),
- * uploaded from `url`, in `storagePool`: firstStoragePool, or a value of it that waits for the
- * host's probe.
+ * The pool's policy document as a volume on `host` (one per cluster host, each named for its
+ * host; the reconciler reads them all), uploaded from `url`, in `storagePool`: firstStoragePool,
+ * or a value of it that waits for the host's probe.
  */
 export function policyVolume<T>(
   plan: PoolPlan,
+  host: HostRef,
   ctx: { readonly storagePool: Attr<T>; readonly url: string },
 ): Attrs<T> {
   return {
-    name: plan.policy.volumeName,
+    name: policyVolumeName(plan.pool.name, host.name),
     pool: ctx.storagePool,
     target: RAW_TARGET,
     create: { content: { url: ctx.url } },

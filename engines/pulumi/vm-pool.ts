@@ -138,7 +138,7 @@ export class VmPool extends pulumi.ComponentResource {
           LIBVIRT_TYPES.volume,
           `${name}-policy-${host.name}`,
           toPulumiInputs(
-            policyVolume(this.plan, {
+            policyVolume(this.plan, host, {
               storagePool: afterProbe(host, () => firstStoragePool(this.plan)),
               url: policyFile,
             }),

@@ -15,7 +15,6 @@ describe("pool policy document", () => {
         deleteProtection: true,
       }),
     );
-    expect(plan.policy.volumeName).toBe("MyPool-###.vmpools-policy.xml");
     const doc = parsePolicyDocument(plan.policy.xml)!;
     expect(doc.description).toBe('Desk <pool> & "friends"\n\nsecond line');
     expect(doc.policy).toMatchObject({
@@ -50,14 +49,24 @@ describe("pool policy document", () => {
     }
   });
 
-  it("volume names of different pools never collide", () => {
+  it("names a pool's policy volume per host", () => {
+    expect(policyVolumeName("MyPool-???", "h1")).toBe("MyPool-###@h1.vmpools-policy.xml");
+  });
+
+  it("policy volume names of different pools or hosts never collide", () => {
+    const poolName = fc.stringMatching(/^[A-Za-z0-9._-]{1,8}\??[A-Za-z0-9._-]{0,4}$/);
+    const hostName = fc.stringMatching(/^[A-Za-z0-9._-]{1,10}$/);
     fc.assert(
       fc.property(
-        fc.stringMatching(/^[A-Za-z0-9._-]{1,8}\??[A-Za-z0-9._-]{0,4}$/),
-        fc.stringMatching(/^[A-Za-z0-9._-]{1,8}\??[A-Za-z0-9._-]{0,4}$/),
-        (a, b) => a === b || policyVolumeName(a) !== policyVolumeName(b),
+        poolName,
+        hostName,
+        poolName,
+        hostName,
+        (a, ha, b, hb) => (a === b && ha === hb) || policyVolumeName(a, ha) !== policyVolumeName(b, hb),
       ),
     );
+    // The shape that would collide with a plain "." between the two names.
+    expect(policyVolumeName("a.b", "c")).not.toBe(policyVolumeName("a", "b.c"));
   });
 
   it("the reconciler's pool policy is the document when there is one, else the newest member's", () => {

@@ -5,7 +5,7 @@
 // running members. Fails, never skips, without libvirtd, qemu or Terraform.
 import * as fs from "node:fs";
 import * as path from "node:path";
-import { parsePolicyDocument, policyVolumeName, type VmPoolProps } from "../../core";
+import { DEFAULT_HOST, parsePolicyDocument, policyVolumeName, type VmPoolProps } from "../../core";
 import { DomainEvents } from "../../reconciler/driver/events";
 import { VirshDriver } from "../../reconciler/driver/libvirt-driver";
 import { UserLimitError } from "../../reconciler/errors";
@@ -59,7 +59,7 @@ async function deploy(p: VmPoolProps): Promise<ReturnType<TerraformProject["plan
 
 const policyVolumeXml = () => {
   const file = path.join(site.dir, "policy.xml");
-  virsh("vol-download", "--pool", site.storagePool, "--vol", policyVolumeName(POOL), "--file", file);
+  virsh("vol-download", "--pool", site.storagePool, "--vol", policyVolumeName(POOL, DEFAULT_HOST.name), "--file", file);
   return fs.readFileSync(file, "utf8");
 };
 
@@ -318,7 +318,7 @@ test("delete protection makes destroy fail on every member resource; destroying 
   const volumes = virsh("vol-list", site.storagePool);
   expect(volumes).not.toContain(`${member(1)}.qcow2`);
   expect(volumes).not.toContain(`${member(1)}-cloud-init.iso`);
-  expect(volumes).not.toContain(policyVolumeName(POOL));
+  expect(volumes).not.toContain(policyVolumeName(POOL, DEFAULT_HOST.name));
   expect(volumes).toContain(`${member(2)}.qcow2`);
   const { stdout } = await project.run(["state", "list"]);
   expect(stdout.trim()).toBe("");

@@ -3,11 +3,22 @@
 // cluster.hosts and size raised, plans only the new members' creates (some on the new host) and
 // changes or destroys nothing, because the placement record keeps every member where it is.
 // Without the record, the host probe fails the plan naming the VM that would get a second domain.
+// Both hosts use one shared storage pool (one folder, as live migration needs), where each host
+// keeps a policy volume of its own.
 // Fails, never skips, without libvirtd, qemu or Terraform.
 import * as fs from "node:fs";
 import * as path from "node:path";
-import { homeHost, memberName, parseNameMask, type HostRef, type VmPoolProps } from "../../core";
-import { startTestCluster, type TestCluster } from "../support/cluster-hosts";
+import {
+  homeHost,
+  memberName,
+  parseNameMask,
+  parsePolicyDocument,
+  policyVolumeName,
+  POLICY_VOLUME_SUFFIX,
+  type HostRef,
+  type VmPoolProps,
+} from "../../core";
+import { SHARED_STORAGE_POOL, startTestCluster, type TestCluster } from "../support/cluster-hosts";
 import { TerraformProject } from "../support/terraform";
 import { memberChanges, policyChanges } from "./support";
 import { VmPool } from "../../engines/cdktf";
@@ -18,7 +29,7 @@ let project: TerraformProject;
 let work: string;
 let record: string;
 let POOL: string;
-const STORAGE = "vmp-place";
+const STORAGE = SHARED_STORAGE_POOL;
 
 const hostRefs = (n: number): HostRef[] => cluster.hosts.slice(0, n).map((h) => ({ name: h.name, uri: h.uri }));
 const member = (i: number) => memberName(parseNameMask(POOL) as Exclude<ReturnType<typeof parseNameMask>, string>, i);
@@ -59,6 +70,16 @@ const domainsOn = (host: string) =>
     .filter((l) => l.startsWith(POOL.replace(/\?+$/, "")))
     .sort();
 
+/** The pool's policy documents in the shared folder, by file name. */
+const policyFiles = () =>
+  Object.fromEntries(
+    fs
+      .readdirSync(cluster.imageDir)
+      .filter((f) => f.startsWith(POOL.replace(/\?/g, "#")) && f.endsWith(POLICY_VOLUME_SUFFIX))
+      .sort()
+      .map((f) => [f, parsePolicyDocument(fs.readFileSync(path.join(cluster.imageDir, f), "utf8"))?.policy]),
+  );
+
 /** Terraform's output wraps long messages at any space. */
 const wrapped = (text: string) => new RegExp(text.replace(/[.*+?^${}()|[\]\\]/g, "\\$&").replace(/ /g, "\\s+"));
 
@@ -71,13 +92,6 @@ beforeAll(async () => {
   work = fs.mkdtempSync(path.join(path.dirname(cluster.imageDir), "placement-"));
   fs.chmodSync(work, 0o755);
   fs.writeFileSync(path.join(work, "base.raw"), Buffer.alloc(1024 * 1024), { mode: 0o644 });
-  // A storage pool of the same name on each host, in a folder of its own: the per-host policy
-  // volumes (one name on every host) would collide in the cluster's shared folder.
-  for (const h of cluster.hosts) {
-    const dir = path.join(work, h.name);
-    fs.mkdirSync(dir, { mode: 0o755 });
-    h.virsh("pool-create-as", "--name", STORAGE, "--type", "dir", "--target", dir);
-  }
   POOL = `Place${process.pid % 1000}-??`;
   // Sizes where hashing over both hosts would move an existing member to h2 (so the record is
   // what keeps it), and where a new member goes to h2.
@@ -108,6 +122,7 @@ test("adding a host and raising size creates only the new members, some on the n
   expect(JSON.parse(fs.readFileSync(record, "utf8"))).toEqual({
     [POOL]: Object.fromEntries(onH1.map((vm) => [vm, "h1"])),
   });
+  expect(Object.keys(policyFiles())).toEqual([policyVolumeName(POOL, "h1")]);
 
   synth(props(2, grown));
   const recorded = JSON.parse(fs.readFileSync(record, "utf8"))[POOL] as Record<string, string>;
@@ -136,6 +151,13 @@ test("adding a host and raising size creates only the new members, some on the n
   await project.applyPlan();
   expect(domainsOn("h1")).toEqual([...onH1, ...added.filter((vm) => recorded[vm] === "h1")].sort());
   expect(domainsOn("h2")).toEqual(added.filter((vm) => recorded[vm] === "h2").sort());
+  // One policy volume per host in the one shared folder, each the new document (one name for
+  // both would be one file: h2's create would fail on it, or a destroy on one host delete both).
+  const policies = policyFiles();
+  expect(Object.keys(policies)).toEqual([policyVolumeName(POOL, "h1"), policyVolumeName(POOL, "h2")]);
+  for (const policy of Object.values(policies)) {
+    expect(policy).toMatchObject({ pool: POOL, allowedHosts: ["h1", "h2"] });
+  }
 }, 600_000);
 
 test("with the record lost, the plan fails naming the VM, where it is and where the plan would create it", async () => {

@@ -9,7 +9,7 @@ import type { EngineEvent, PreviewResult, UpResult } from "@pulumi/pulumi/automa
 import { execFileSync } from "node:child_process";
 import * as fs from "node:fs";
 import * as path from "node:path";
-import { parsePolicyDocument, policyVolumeName, SysprepConfig, type VmPoolProps } from "../../core";
+import { DEFAULT_HOST, parsePolicyDocument, policyVolumeName, SysprepConfig, type VmPoolProps } from "../../core";
 import { VmPool } from "../../engines/pulumi";
 import { DomainEvents } from "../../reconciler/driver/events";
 import { VirshDriver } from "../../reconciler/driver/libvirt-driver";
@@ -97,7 +97,7 @@ const memberResources = (i: number) => [`Pool1-${member(i)}`, `Pool1-${member(i)
 
 const policyVolumeXml = () => {
   const file = path.join(site.dir, "policy.xml");
-  virsh("vol-download", "--pool", site.storagePool, "--vol", policyVolumeName(POOL), "--file", file);
+  virsh("vol-download", "--pool", site.storagePool, "--vol", policyVolumeName(POOL, DEFAULT_HOST.name), "--file", file);
   return fs.readFileSync(file, "utf8");
 };
 

@@ -341,11 +341,11 @@ describe("FakeDriver beyond the test hypervisor", () => {
   });
 
   test("policy documents are read from active pools' uploaded policy volumes", async () => {
-    fake.uploadVolume(STORAGE_POOL, policyVolumeName("P-???"), "<doc>p</doc>");
+    fake.uploadVolume(STORAGE_POOL, policyVolumeName("P-???", "h1"), "<doc>p</doc>");
     fake.uploadVolume(STORAGE_POOL, "other.xml", "<doc>not a policy</doc>");
     fake.addStoragePool({ name: "off", path: "/off", active: false });
     fake.addStoragePool({ name: "on", path: "/on" });
-    fake.uploadVolume("on", policyVolumeName("Q"), "<doc>q</doc>");
+    fake.uploadVolume("on", policyVolumeName("Q", "h1"), "<doc>q</doc>");
     expect(await fake.readPolicyDocuments()).toEqual(["<doc>p</doc>", "<doc>q</doc>"]);
     await expect(fake.volumePath("off", "x")).rejects.toThrow(/failed to get pool 'off'/);
   });

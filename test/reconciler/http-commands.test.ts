@@ -7,7 +7,8 @@ import * as fs from "node:fs";
 import * as path from "node:path";
 import { promisify } from "node:util";
 import { planPool, type PoolPlan } from "../../core/plan";
-import { METADATA_NAMESPACE } from "../../core/metadata";
+import { METADATA_NAMESPACE, policyVolumeName } from "../../core/metadata";
+import { DEFAULT_HOST } from "../../core/validate";
 import type { VmPoolProps } from "../../core/spec";
 import { newToken } from "../../reconciler/api/auth";
 import { spiceDisplayOf } from "../../reconciler/libvirt-xml";
@@ -274,7 +275,8 @@ test("--resync-seconds 1: a policy change (no event reports it) is acted on with
 
   // What a deploy of `prestarted: 1` changes: the pool's policy document, a volume.
   const publish = async (props: VmPoolProps) => {
-    const { volumeName, xml } = planPool({ ...props, prestarted: 1 }).policy;
+    const { xml } = planPool({ ...props, prestarted: 1 }).policy;
+    const volumeName = policyVolumeName(props.name, DEFAULT_HOST.name);
     const file = path.join(q.dir, `${props.name.replace(/\W/g, "")}.policy.xml`);
     fs.writeFileSync(file, xml);
     await q.driver.session.run([

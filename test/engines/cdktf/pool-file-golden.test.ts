@@ -90,17 +90,20 @@ test("every pool file is byte-identical to the recorded one", () => {
   expect(actual).toEqual(recorded);
 });
 
-test("the only change since members carry their home host is that attribute (members deployed before keep theirs)", () => {
+test("the only changes since members carry their home host are that attribute and the per-host policy volume names (members deployed before keep theirs)", () => {
   for (const v of ["VMPOOLS_PRODUCT_KEY", "VMPOOLS_DOMAIN_PASSWORD", "VMPOOLS_ADMIN_PASSWORD"]) delete process.env[v];
-  const withoutHome: Record<string, string[]> = {};
+  const asBefore: Record<string, string[]> = {};
   let homes = 0;
+  let policyNames = 0;
   for (const [name, make] of cases()) {
-    withoutHome[name] = poolFileTexts(make()).map((text) => {
+    asBefore[name] = poolFileTexts(make()).map((text) => {
       // In the JSON text the metadata's quotes are escaped: home=\"h1\".
       homes += (text.match(/ home=\\"[^"\\]*\\"/g) ?? []).length;
-      return sha(text.replace(/ home=\\"[^"\\]*\\"/g, ""));
+      policyNames += (text.match(/@[A-Za-z0-9._-]+\.vmpools-policy\.xml"/g) ?? []).length;
+      return sha(text.replace(/ home=\\"[^"\\]*\\"/g, "").replace(/@[A-Za-z0-9._-]+(\.vmpools-policy\.xml")/g, "$1"));
     });
   }
   expect(homes).toBeGreaterThan(2000); // the two 1000-member pools alone
-  expect(withoutHome).toEqual(JSON.parse(readFileSync(BEFORE_HOME_HOST, "utf8")));
+  expect(policyNames).toBeGreaterThanOrEqual(84); // a policy volume per pool and host
+  expect(asBefore).toEqual(JSON.parse(readFileSync(BEFORE_HOME_HOST, "utf8")));
 });

@@ -114,7 +114,7 @@ describe("VmPool (cdktf)", () => {
     for (const v of Object.values<Json>(json.resource.libvirt_volume)) expect(v.lifecycle.ignore_changes).toBe("all");
     const policy = json.resource.libvirt_volume.MyPool_policy_host_localhost;
     expect(policy).toMatchObject({
-      name: "MyPool-###.vmpools-policy.xml",
+      name: "MyPool-###@localhost.vmpools-policy.xml",
       pool: "default",
       provider: "libvirt.host_localhost",
       lifecycle: { replace_triggered_by: ["terraform_data.MyPool_policy_revision"] },

@@ -162,7 +162,7 @@ describe("resources", () => {
     for (const h of cluster) {
       const policy = d.get(VOLUME, `MyPool-policy-${h.name}`);
       expect(policy.provider).toBe(d.providerOf(h));
-      expect(policy.inputs).toMatchObject({ name: "MyPool-###.vmpools-policy.xml", pool: "default" });
+      expect(policy.inputs).toMatchObject({ name: `MyPool-###@${h.name}.vmpools-policy.xml`, pool: "default" });
       expect(readFileSync(policy.inputs.create.content.url, "utf8")).toBe(d.pool.plan.policy.xml);
     }
 
