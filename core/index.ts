@@ -13,3 +13,15 @@ export type { SysprepProps, SysprepDomainJoin, SysprepLocalAdministrator, Window
 export type { CloudConfigProps, CloudConfigUser, CloudConfigFile } from "./initrun/cloud-config";
 export { secretFromEnv, secretFromFile } from "./secrets";
 export { describePlan } from "./summary";
+export {
+  TrustedClusterConfig,
+  isTrustedClusterLike,
+  OPEN_ATTESTATION_DEFAULTS,
+  OPEN_ATTESTATION_BATCH_SIZE,
+  type TrustedClusterProps,
+  type TrustedClusterLike,
+  type TrustedHost,
+  type OpenAttestationSpec,
+  type KeylimeSpec,
+  type AttestationSettings,
+} from "./trust";

@@ -1,5 +1,6 @@
 import type { ResolvedPool } from "./resolved";
-import { buildXml, el, elementsInNamespace, localName, parseXml, textOf, type XmlElement } from "./xml";
+import type { AttestationSettings } from "./trust";
+import { buildXml, childElements, el, elementsInNamespace, localName, parseXml, textOf, type XmlElement } from "./xml";
 
 /**
  * Who holds a member, as the reconciler mirrors its store into the domain's `<metadata>` (a
@@ -49,6 +50,14 @@ export interface MemberMetadata {
   readonly migrationDowntimeMs?: number;
   readonly autoConverge: string;
   readonly compression: string;
+  /**
+   * The pool runs on a trusted cluster (`cluster` names it): its hosts run members only while
+   * attested. Members carry the flag, so a reconciler without the pool's policy document (and so
+   * without the attestation settings) keeps their hosts out of service instead of trusting them.
+   */
+  readonly trusted?: boolean;
+  /** How to attest the trusted cluster's hosts: in the policy document only. */
+  readonly attestation?: AttestationSettings;
 }
 
 export function memberMetadata(pool: ResolvedPool, index: number, homeHost?: string): MemberMetadata {
@@ -74,6 +83,7 @@ export function memberMetadata(pool: ResolvedPool, index: number, homeHost?: str
     migrationDowntimeMs: pool.migration.customDowntimeMs,
     autoConverge: pool.migration.autoConverge,
     compression: pool.migration.compression,
+    ...(pool.trust ? { trusted: true } : {}),
   };
 }
 
@@ -90,7 +100,7 @@ export function renderMetadataXml(m: MemberMetadata): string {
  * edit reaches running members without Terraform or Pulumi touching them.
  */
 export function renderPolicyDocument(pool: ResolvedPool): string {
-  const m = memberMetadata(pool, 0);
+  const m = { ...memberMetadata(pool, 0), ...(pool.trust ? { attestation: pool.trust } : {}) };
   const description = [pool.description, pool.comment].filter((s) => s.length > 0).join("\n\n");
   // Always a text child: deployed documents carry `<vmpools:description></vmpools:description>`
   // when it is empty, and the builder would shorten an element without children to `<…/>`.
@@ -128,7 +138,7 @@ function renderElement(root: "member" | "pool", m: MemberMetadata, rootAttrs: At
         deleteProtection: m.deleteProtection,
       }),
       child("console", { spiceProxy: m.spiceProxy }),
-      child("placement", { hosts: m.allowedHosts.join(","), home: m.homeHost }),
+      child("placement", { hosts: m.allowedHosts.join(","), home: m.homeHost, trusted: m.trusted }),
       child("migration", {
         mode: m.migrationMode,
         policy: m.migrationPolicy,
@@ -136,8 +146,58 @@ function renderElement(root: "member" | "pool", m: MemberMetadata, rootAttrs: At
         autoConverge: m.autoConverge,
         compression: m.compression,
       }),
+      m.attestation && renderAttestation(m.attestation),
     ),
   );
+}
+
+function renderAttestation(a: AttestationSettings): XmlElement {
+  const p = METADATA_PREFIX;
+  return el(
+    `${p}:attestation`,
+    {
+      cluster: a.cluster,
+      type: a.type,
+      url: a.url,
+      verify: a.verifyServerCertificate,
+      firstStage: a.firstStageSize || undefined,
+      batch: a.batchSize || undefined,
+      apiVersion: a.apiVersion,
+      maxAgeSeconds: a.maxAttestationAgeSeconds || undefined,
+      intervalMs: a.pollIntervalMs,
+      timeoutMs: a.requestTimeoutMs,
+    },
+    a.caCertificatePem === undefined ? undefined : el(`${p}:ca`, {}, a.caCertificatePem),
+    a.clientCertificatePem === undefined ? undefined : el(`${p}:clientCertificate`, {}, a.clientCertificatePem),
+    ...a.hosts.map((h) => el(`${p}:host`, { name: h.name, id: h.attestationId })),
+  );
+}
+
+/** The attestation settings of a policy document, or undefined when it has none or they are incomplete. */
+function parseAttestation(e: XmlElement | undefined): AttestationSettings | undefined {
+  if (!e) return undefined;
+  const a = e.attrs;
+  const type = a.type === "keylime" || a.type === "openattestation" ? a.type : undefined;
+  const n = (v: string | undefined) => (v === undefined ? 0 : Number(v));
+  if (!type || !a.cluster || !a.url || !a.intervalMs || !a.timeoutMs) return undefined;
+  const part = (name: string) => childElements(e).find((c) => localName(c.name) === name);
+  return {
+    cluster: a.cluster,
+    type,
+    url: a.url,
+    verifyServerCertificate: a.verify !== "false",
+    caCertificatePem: textOf(part("ca")),
+    clientCertificatePem: textOf(part("clientCertificate")),
+    firstStageSize: n(a.firstStage),
+    batchSize: n(a.batch),
+    apiVersion: a.apiVersion,
+    maxAttestationAgeSeconds: n(a.maxAgeSeconds),
+    pollIntervalMs: n(a.intervalMs),
+    requestTimeoutMs: n(a.timeoutMs),
+    hosts: childElements(e)
+      .filter((c) => localName(c.name) === "host" && c.attrs.name)
+      .map((c) => ({ name: c.attrs.name!, attestationId: c.attrs.id ?? c.attrs.name! })),
+  };
 }
 
 /** Our element `root` in a parsed document, and its children by local name (first of each). */
@@ -167,6 +227,8 @@ export function parseMetadataXml(xml: string, root: "member" | "pool" = "member"
   const member = ours.attrs;
   const num = (v: string | undefined) => (v === undefined ? undefined : Number(v));
   const home = ours.part("placement")?.attrs.home;
+  const trusted = ours.part("placement")?.attrs.trusted === "true";
+  const attestation = root === "pool" ? parseAttestation(ours.part("attestation")) : undefined;
   return {
     pool: member.pool!,
     cluster: member.cluster!,
@@ -189,6 +251,8 @@ export function parseMetadataXml(xml: string, root: "member" | "pool" = "member"
     migrationDowntimeMs: num(migration.downtimeMs),
     autoConverge: migration.autoConverge!,
     compression: migration.compression!,
+    ...(trusted ? { trusted } : {}),
+    ...(attestation ? { attestation } : {}),
   };
 }
 

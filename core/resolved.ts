@@ -16,6 +16,7 @@ import type {
 } from "./spec";
 import type { SysprepConfig } from "./initrun/sysprep-config";
 import type { NameMask } from "./naming";
+import type { AttestationSettings } from "./trust";
 
 /** Pool props after validation with every default applied. Renderers read only this. */
 export interface ResolvedPool {
@@ -44,6 +45,8 @@ export interface ResolvedPool {
   readonly spiceProxy?: string;
   readonly clusterName: string;
   readonly clusterHosts: readonly HostRef[];
+  /** Set when the cluster is a trusted one: how its hosts are attested. */
+  readonly trust?: AttestationSettings;
   /** Hosts members may run on, in cluster order. */
   readonly allowedHosts: readonly HostRef[];
   readonly startRunningOn: "any" | "specific";

@@ -1,5 +1,6 @@
 import type { CloudConfigProps } from "./initrun/cloud-config";
 import type { SysprepConfig } from "./initrun/sysprep-config";
+import type { TrustedClusterLike } from "./trust";
 
 /**
  * The public, engine-neutral description of a VM pool. The cdktf construct and the Pulumi
@@ -233,8 +234,11 @@ export interface VmPoolProps {
   readonly initialRun?: InitialRunSpec;
   /** @default {} */
   readonly console?: ConsoleSpec;
-  /** @default the cluster's default host */
-  readonly cluster?: ClusterSpec;
+  /**
+   * The hosts, or a trusted cluster (`TrustedCluster` / `TrustedClusterConfig`): members then run
+   * only on hosts its attestation service vouches for. @default the cluster's default host
+   */
+  readonly cluster?: ClusterSpec | TrustedClusterLike;
   /** @default { startRunningOn: "any", migration: { mode: "manual-and-automatic" } } */
   readonly host?: HostSettingsSpec;
   /** @default qcow2 overlays in the storage pool "default" */

@@ -12,7 +12,15 @@ import {
 } from "./naming";
 import type { PoolPlacement } from "./placement";
 import type { ResolvedPool } from "./resolved";
-import { OPERATING_SYSTEMS, type DiskFormat, type HostRef, type StoragePoolRef, type VmPoolProps } from "./spec";
+import {
+  OPERATING_SYSTEMS,
+  type ClusterSpec,
+  type DiskFormat,
+  type HostRef,
+  type StoragePoolRef,
+  type VmPoolProps,
+} from "./spec";
+import { isTrustedClusterLike } from "./trust";
 
 export const DEFAULT_MAX_VMS_IN_POOL = 1000;
 export const MAX_VMS_PER_USER_LIMIT = 32767;
@@ -263,7 +271,10 @@ export function resolvePool(
   }
 
   // --- cluster and host --------------------------------------------------------------------------
-  const clusterHosts = props.cluster?.hosts ?? [DEFAULT_HOST];
+  // A trusted cluster was validated when constructed; its hosts are the pool's cluster.
+  const trusted = isTrustedClusterLike(props.cluster) ? props.cluster.trustedCluster : undefined;
+  const plainCluster = trusted ? undefined : (props.cluster as ClusterSpec | undefined);
+  const clusterHosts = trusted?.hosts ?? plainCluster?.hosts ?? [DEFAULT_HOST];
   if (clusterHosts.length === 0) errors.add("cluster.hosts", [], "needs at least one host");
   const hostNames = new Set<string>();
   clusterHosts.forEach((h, i) => {
@@ -533,7 +544,8 @@ export function resolvePool(
       detached,
       initialRun,
       spiceProxy,
-      clusterName: props.cluster?.name ?? "default",
+      clusterName: trusted?.name ?? plainCluster?.name ?? "default",
+      trust: trusted?.settings,
       clusterHosts,
       allowedHosts,
       startRunningOn: runOn === "any" ? "any" : "specific",
