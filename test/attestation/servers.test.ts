@@ -218,6 +218,13 @@ describe("OpenAttestation PollHosts server", () => {
       hosts: { t: { trust_lvl: "trusted", timestamp: vtime }, u: { trust_lvl: "unknown", timestamp: vtime } },
     });
     expect(await odd("null-entries")).toEqual({ hosts: [null, null] });
+    oat.setFault({ kind: "odd-fields", variant: "trust-lvl-number", only: ["u"] });
+    expect(JSON.parse((await poll(["t", "u"])).body)).toEqual({
+      hosts: [
+        { host_name: "t", trust_lvl: "trusted", vtime },
+        { host_name: "u", trust_lvl: 0, vtime },
+      ],
+    });
   });
 
   test("1000 hosts in oVirt's batches (10, then 20s) are answered quickly and recorded batch by batch", async () => {
@@ -225,6 +232,7 @@ describe("OpenAttestation PollHosts server", () => {
     hosts.forEach((h, i) => oat.setTrust(h, i % 7 === 0 ? "untrusted" : "trusted"));
     const batches = [hosts.slice(0, 10)];
     for (let i = 10; i < hosts.length; i += 20) batches.push(hosts.slice(i, i + 20));
+    const connectionsBefore = oat.connections;
     const t0 = Date.now();
     const answers = await Promise.all(batches.map((b) => poll(b)));
     const ms = Date.now() - t0;
@@ -234,6 +242,8 @@ describe("OpenAttestation PollHosts server", () => {
     expect([...levels.values()].filter((l) => l === "untrusted")).toHaveLength(143);
     expect(oat.requests.map((r) => r.hosts.length)).toEqual([10, ...Array<number>(49).fill(20), 10]);
     expect(ms).toBeLessThan(3000);
+    // Kept alive: the agent's 4 sockets carry the 51 requests.
+    expect(oat.connections - connectionsBefore).toBeLessThanOrEqual(4);
   });
 
   test("TLS: the other CA's server fails verification against the test CA; plain HTTP with tls none", async () => {

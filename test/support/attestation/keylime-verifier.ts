@@ -114,6 +114,8 @@ export interface KeylimeVerifier {
   /** e.g. "https://127.0.0.1:40123" (no trailing slash). */
   readonly url: string;
   readonly port: number;
+  /** Connections accepted so far, refused handshakes included. */
+  readonly connections: number;
   /** Every request that passed the TLS handshake, in arrival order. */
   readonly requests: readonly KeylimeRequest[];
   /**
@@ -347,7 +349,7 @@ export async function startKeylimeVerifier(options: KeylimeVerifierOptions): Pro
         else send(res, 404, undefined);
         return;
       }
-      // AgentController answers v3 requests with 404 (its v3 implementation is a TODO).
+      // v3 is not modelled (AgentController's v3 actions are TODOs upstream): an empty 404.
       if (Number(major) >= 3 || !isAgents) {
         send(res, 404, undefined);
         return;
@@ -375,7 +377,9 @@ export async function startKeylimeVerifier(options: KeylimeVerifierOptions): Pro
   );
   server.keepAliveTimeout = 30_000;
   // Tracked so close() need not wait for kept-alive or held ("timeout") connections.
+  let connections = 0;
   server.on("connection", (s: Socket) => {
+    connections++;
     sockets.add(s);
     s.on("close", () => sockets.delete(s));
   });
@@ -391,6 +395,9 @@ export async function startKeylimeVerifier(options: KeylimeVerifierOptions): Pro
   return {
     url: `https://127.0.0.1:${port}`,
     port,
+    get connections() {
+      return connections;
+    },
     requests,
     setAgent: (id, fields = {}) => void agents.set(id, { ...(agents.get(id) ?? {}), ...fields }),
     removeAgent: (id) => void agents.delete(id),

@@ -64,6 +64,11 @@ export interface OatFault {
   readonly status?: number;
   /** "odd-fields": which oddity. @default "trust-lvl-number" */
   readonly variant?: OddFieldVariant;
+  /**
+   * "odd-fields" of the per-entry variants (not hosts-not-array, hosts-object): only these hosts'
+   * entries are odd. @default every host's
+   */
+  readonly only?: readonly string[];
   /** "missing-hosts": the hosts left out. @default every second host asked (2nd, 4th, …) */
   readonly omit?: readonly string[];
 }
@@ -96,6 +101,8 @@ export interface OpenAttestationServer {
   /** e.g. "https://127.0.0.1:40123" (no trailing slash). */
   readonly url: string;
   readonly port: number;
+  /** Connections accepted so far (TLS or plain): with keep-alive, far fewer than requests. */
+  readonly connections: number;
   /** Every well-formed PollHosts request so far, in arrival order. */
   readonly requests: readonly PollHostsRequest[];
   setTrust(host: string, level: OatTrustLevel | string): void;
@@ -124,6 +131,12 @@ export function asctimeDate(ms: number): string {
   const day = ["Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"][d.getUTCDay()];
   const mon = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"][d.getUTCMonth()];
   return `${day} ${mon} ${p(d.getUTCDate())} ${p(d.getUTCHours())}:${p(d.getUTCMinutes())}:${p(d.getUTCSeconds())} ${d.getUTCFullYear()}`;
+}
+
+interface Entry {
+  host_name?: unknown;
+  trust_lvl?: unknown;
+  vtime?: unknown;
 }
 
 function readBody(req: IncomingMessage): Promise<string> {
@@ -167,7 +180,7 @@ export async function startOpenAttestationServer(
     }
     const entries = asked.map((h) => {
       const v = vtimes.has(h) ? vtimes.get(h) : batchTime;
-      const entry: { host_name?: unknown; trust_lvl?: unknown; vtime?: unknown } = {
+      const entry: Entry = {
         host_name: h,
         trust_lvl: trust.get(h) ?? defaultTrust,
       };
@@ -175,27 +188,32 @@ export async function startOpenAttestationServer(
       return entry;
     });
     if (f?.kind === "odd-fields") {
-      switch (f.variant ?? "trust-lvl-number") {
-        case "trust-lvl-number":
-          return JSON.stringify({
-            hosts: entries.map((e) => ({ ...e, trust_lvl: e.trust_lvl === "trusted" ? 1 : 0 })),
-          });
-        case "missing-host-name":
-          return JSON.stringify({ hosts: entries.map(({ host_name: _, ...e }) => e) });
-        case "missing-trust-lvl":
-          return JSON.stringify({ hosts: entries.map(({ trust_lvl: _, ...e }) => e) });
-        case "hosts-not-array":
-          return JSON.stringify({ hosts: entries.map((e) => e.host_name).join(",") });
-        case "hosts-object":
-          return JSON.stringify({
-            count: entries.length,
-            hosts: Object.fromEntries(
-              entries.map((e) => [e.host_name, { trust_lvl: e.trust_lvl, timestamp: e.vtime }]),
-            ),
-          });
-        case "null-entries":
-          return JSON.stringify({ hosts: entries.map(() => null) });
-      }
+      const variant = f.variant ?? "trust-lvl-number";
+      if (variant === "hosts-not-array") return JSON.stringify({ hosts: entries.map((e) => e.host_name).join(",") });
+      if (variant === "hosts-object")
+        return JSON.stringify({
+          count: entries.length,
+          hosts: Object.fromEntries(entries.map((e) => [e.host_name, { trust_lvl: e.trust_lvl, timestamp: e.vtime }])),
+        });
+      const only = f.only;
+      const odd = (e: Entry): Entry | null => {
+        if (only && !only.includes(e.host_name as string)) return e;
+        const copy = { ...e };
+        switch (variant) {
+          case "trust-lvl-number":
+            // oVirt's AttestationResultEnum numbers: UNTRUSTED(0), TRUSTED(1).
+            return { ...copy, trust_lvl: e.trust_lvl === "trusted" ? 1 : 0 };
+          case "missing-host-name":
+            delete copy.host_name;
+            return copy;
+          case "missing-trust-lvl":
+            delete copy.trust_lvl;
+            return copy;
+          case "null-entries":
+            return null;
+        }
+      };
+      return JSON.stringify({ hosts: entries.map(odd) });
     }
     return JSON.stringify({ hosts: entries });
   };
@@ -286,7 +304,9 @@ export async function startOpenAttestationServer(
   // Keep-alive past the client's own idle timeout, so a 1000-host cycle reuses its connections.
   server.keepAliveTimeout = 30_000;
   // Tracked so close() need not wait for kept-alive or held ("timeout") connections.
+  let connections = 0;
   server.on("connection", (s: Socket) => {
+    connections++;
     sockets.add(s);
     s.on("close", () => sockets.delete(s));
   });
@@ -302,6 +322,9 @@ export async function startOpenAttestationServer(
   return {
     url: `${tls === "none" ? "http" : "https"}://127.0.0.1:${port}`,
     port,
+    get connections() {
+      return connections;
+    },
     requests,
     setTrust: (host, level) => void trust.set(host, level),
     setDefaultTrust: (level) => void (defaultTrust = level),
