@@ -274,6 +274,21 @@ export class Actuator {
   }
 
   /**
+   * A member (held or not) running on a host that lost its trust and could not be migrated away:
+   * shut down (graceful, forced after the shutdown timeout), then handled as any member that went
+   * down (an automatic pool takes a held one back and reverts it).
+   */
+  stopUntrusted(pool: string, vm: string): Promise<void> {
+    return this.work.run(vm, "stop", async () => {
+      if (!isUp(this.inventory.member(vm)?.state ?? "shut off")) return;
+      const user = this.store.holder(pool, vm)?.user;
+      await this.powerOff(vm);
+      this.o.emit({ kind: "untrusted-stopped", pool, vm, ...(user ? { user } : {}) });
+      await this.handleDown(pool, vm, true);
+    });
+  }
+
+  /**
    * A free member that is paused (suspended by hand, or by qemu on an I/O error) can be neither
    * handed out nor prestarted; nobody uses it, so it is powered off and restored like any free
    * member that went down (D9).

@@ -7,6 +7,7 @@ import { hostname } from "node:os";
 import { resolve } from "node:path";
 import { parseArgs } from "node:util";
 import { parseNameMask } from "../core/naming";
+import { secretFromFile } from "../core/secrets";
 import { DomainEvents } from "./driver/events";
 import { VirshDriver } from "./driver/libvirt-driver";
 import { openLeadership } from "./store/leader";
@@ -113,6 +114,12 @@ const COMMANDS: Readonly<Record<string, Command>> = {
         type: "string",
         value: "N",
         help: "on SIGTERM or SIGINT, how long requests in flight may take before serve stops anyway (default: 30)",
+      },
+      "attestation-key": {
+        type: "string",
+        value: "CLUSTER=FILE",
+        multiple: true,
+        help: "the Keylime client key (PEM, mode 0600) for trusted cluster CLUSTER (repeat for each)",
       },
     },
     run: (values) => serve(serveOptions(values)),
@@ -400,11 +407,14 @@ async function call(
 export function formatStatus(status: ReconcilerStatus | Record<string, unknown>): string {
   const s = status as ReconcilerStatus;
   const lines: string[] = [];
-  // Users see no hosts; a reconciler of one host has nothing to say about them.
-  if ((s.hosts ?? []).length > 1) {
+  // Users see no hosts; a reconciler of one host has nothing to say about them, unless it is attested.
+  if ((s.hosts ?? []).length > 1 || (s.hosts ?? []).some((h) => h.trust)) {
     for (const h of s.hosts) {
+      // The reason of a host out of service for its trust already says what the trust is.
+      const trust =
+        h.trust && h.trust.level === "trusted" ? `, trusted (${h.trust.service}, checked ${h.trust.checkedAt})` : "";
       lines.push(
-        `host ${h.name}: ${h.state}${h.reason ? ` (${h.reason})` : ""}, ${h.running}/${h.members} members running`,
+        `host ${h.name}: ${h.state}${h.reason ? ` (${h.reason})` : ""}${trust}, ${h.running}/${h.members} members running`,
       );
     }
   }
@@ -463,7 +473,7 @@ function namedValues(option: string, values: readonly string[], example: string)
     if (!HOST_NAME.test(name) || at === v.length - 1) {
       throw new UsageError(`--${option} ${v}: give NAME=VALUE, e.g. --${option} ${example}`, "serve");
     }
-    if (out.has(name)) throw new UsageError(`--${option} ${v}: host ${name} is given twice`, "serve");
+    if (out.has(name)) throw new UsageError(`--${option} ${v}: ${name} is given twice`, "serve");
     out.set(name, v.slice(at + 1));
   }
   return out;
@@ -538,6 +548,8 @@ interface ServeOptions {
   readonly resyncSeconds: number;
   readonly pools?: readonly string[];
   readonly drainSeconds: number;
+  /** Keylime client keys by trusted cluster name. */
+  readonly attestationKeys: ReadonlyMap<string, string>;
 }
 
 /** Every value checked before serve opens anything. */
@@ -565,7 +577,26 @@ function serveOptions(values: Values): ServeOptions {
     resyncSeconds: seconds(values, "resync-seconds", "30", 1, 99999, 10),
     pools: pools && parsePools(pools),
     drainSeconds: seconds(values, "drain-seconds", "30", 0, 3600, 30),
+    attestationKeys: attestationKeys((values["attestation-key"] as string[] | undefined) ?? []),
   };
+}
+
+/** `--attestation-key CLUSTER=FILE`: each file read now (private, a PEM key), so serve fails before it acts. */
+function attestationKeys(args: readonly string[]): Map<string, string> {
+  const keys = new Map<string, string>();
+  for (const [cluster, file] of namedValues("attestation-key", args, "trusted=/etc/vmpools/keylime-client.key")) {
+    let pem: string;
+    try {
+      pem = secretFromFile(file);
+    } catch (e) {
+      throw new UsageError(`--attestation-key ${cluster}=${file}: ${(e as Error).message}`, "serve");
+    }
+    if (!/-----BEGIN [A-Z ]*PRIVATE KEY-----/.test(pem)) {
+      throw new UsageError(`--attestation-key ${cluster}=${file}: the file holds no PEM private key`, "serve");
+    }
+    keys.set(cluster, pem);
+  }
+  return keys;
 }
 
 const LISTEN_PROBLEMS: Readonly<Record<string, string>> = {
@@ -635,6 +666,7 @@ async function serve(o: ServeOptions): Promise<number> {
     consoleHost: o.consoleHost,
     onlyPools: o.pools,
     lease: { leadership: () => (term === undefined ? undefined : { store: storeId, term }) },
+    attestation: { clientKeys: o.attestationKeys },
   });
   reconciler.on("failure", (f) => console.error(`vmpools: ${f.context}${f.vm ? ` ${f.vm}` : ""}: ${f.error.message}`));
   reconciler.on("activity", (a) =>

@@ -2,6 +2,7 @@
 // persistence, metadata), their system volumes, and the pools' policy documents. Reads only;
 // the reconciler decides what the differences mean.
 import type { StateStoreApi } from "./store/api";
+import type { AttestationSettings } from "../core/trust";
 import { METADATA_NAMESPACE, parseMetadataXml, type MemberMetadata } from "../core/metadata";
 import { childElement, parseXml, textOf } from "../core/xml";
 import type { Cluster } from "./cluster/cluster";
@@ -269,6 +270,11 @@ export class Inventory {
   setSystemVolume(vm: string, volume: VolumeRef): void {
     const uuid = this.members.get(vm)?.uuid;
     if (uuid !== undefined) this.systemVolumes.set(uuid, volume);
+  }
+
+  /** The attestation settings in the pools' policy documents (pools on trusted clusters). */
+  attestationSettings(): AttestationSettings[] {
+    return [...this.policyDocuments.values()].flatMap((d) => (d.attestation ? [d.attestation] : []));
   }
 
   /** The last policy documents read, from the store: the policy before anything acts on it. */

@@ -37,6 +37,8 @@ export type PoolPolicy = Pick<
   | "migrationDowntimeMs"
   | "autoConverge"
   | "compression"
+  | "cluster"
+  | "trusted"
 >;
 
 export interface PoolMember {
@@ -108,6 +110,8 @@ function policyOf(m: MemberMetadata): PoolPolicy {
     ...(m.migrationDowntimeMs === undefined ? {} : { migrationDowntimeMs: m.migrationDowntimeMs }),
     autoConverge: m.autoConverge,
     compression: m.compression,
+    cluster: m.cluster,
+    ...(m.trusted ? { trusted: true } : {}),
   };
 }
 

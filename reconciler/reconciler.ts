@@ -3,10 +3,20 @@ import { randomBytes } from "node:crypto";
 import { EventEmitter } from "node:events";
 import { hostname } from "node:os";
 import { Actuator } from "./actuator";
+import { AttestationMonitor } from "./cluster/attestation";
 import { Cluster } from "./cluster/cluster";
 import { planMigration } from "./cluster/migration";
 import { pickDestination } from "./cluster/placement";
 import type { HostConnection, HostState, HostView } from "./cluster/hosts";
+import {
+  nextTrust,
+  notAttestedYet,
+  trustedClusters,
+  untrustedReason,
+  type HostTrust,
+  type Verdict,
+} from "./cluster/trust";
+import type { AttestationSettings } from "../core/trust";
 import { claimQueueOf } from "./claims";
 import { MemberConditions } from "./conditions";
 import { renderVvFile, validateConsoleOptions } from "./console";
@@ -29,10 +39,12 @@ import { HypervisorLease, LeaseHeldError } from "./lease";
 import {
   freeMembers,
   holdingsByUser,
+  isUp,
   planEvent,
   planLevelRules,
   planListed,
   planPrestart,
+  type HostPicture,
   type MemberActivity,
   type MemberRecord,
   type Pool,
@@ -103,6 +115,11 @@ export class Reconciler extends EventEmitter<ReconcilerEventMap> {
   private readonly noDestination = new Map<string, string>();
   /** Hosts being taken back into service (lease, recovery) after they answered again. */
   private readonly returning = new Map<string, Promise<void>>();
+  /** Hosts of trusted clusters: their attestation as last heard. */
+  private readonly trust = new Map<string, HostTrust>();
+  /** Members shut down or migrated away because their host lost its trust: why. */
+  private readonly untrustedMoves = new Map<string, string>();
+  private readonly attestation: AttestationMonitor;
 
   constructor(options: ReconcilerOptions) {
     super();
@@ -157,6 +174,12 @@ export class Reconciler extends EventEmitter<ReconcilerEventMap> {
       emit: (a) => this.emit("activity", a),
       replan: (pool) => this.kickPrestart(pool),
     });
+    this.attestation = new AttestationMonitor({
+      onVerdicts: (settings, verdicts) => this.onVerdicts(settings, verdicts),
+      onError: (error) => this.emit("failure", { context: "attestation", error }),
+      ...(options.attestation?.clientKeys ? { clientKeys: options.attestation.clientKeys } : {}),
+      ...(options.attestation?.createClient ? { createClient: options.attestation.createClient } : {}),
+    });
     for (const c of this.cluster.connections) {
       const lease = new HypervisorLease(c.driver, {
         ...(options.onlyPools ? { pools: options.onlyPools } : {}),
@@ -201,6 +224,10 @@ export class Reconciler extends EventEmitter<ReconcilerEventMap> {
       }
     }
     await this.inventory.refreshPolicies();
+    // Trusted clusters' hosts are out of service until attested: the first verdicts come before
+    // anything is decided, or the first resync would stop prestarted members on trusted hosts.
+    this.updateAttestation();
+    await this.attestation.settled();
     await this.recoverOn((host) => this.actsOnHost(host));
     this.pruneIntents();
     this.running = true;
@@ -212,6 +239,7 @@ export class Reconciler extends EventEmitter<ReconcilerEventMap> {
   async stop(): Promise<void> {
     this.running = false;
     clearInterval(this.resyncTimer);
+    this.attestation.stop();
     for (const t of this.pauseChecks) clearTimeout(t);
     this.pauseChecks.clear();
     for (const c of this.cluster.connections) {
@@ -340,6 +368,7 @@ export class Reconciler extends EventEmitter<ReconcilerEventMap> {
           this.conditions.reason("prestart-gave-up", m.name) ??
           this.stayReasons.get(m.name) ??
           this.noDestination.get(m.name) ??
+          this.untrustedMoves.get(m.name) ??
           (picture.usable(m.host)
             ? undefined
             : `its host ${m.host} is ${HOST_STATE_WORDS[this.cluster.view(m.host).state]}`) ??
@@ -383,6 +412,7 @@ export class Reconciler extends EventEmitter<ReconcilerEventMap> {
         await this.acquireLeases();
         await this.listMembers();
         await this.inventory.refreshPolicies();
+        this.updateAttestation();
         await this.readLoads();
         await this.syncHolderMarks();
         this.applyLevelRules();
@@ -621,12 +651,27 @@ export class Reconciler extends EventEmitter<ReconcilerEventMap> {
       if (r.state === "running") c.running++;
       counts.set(r.host, c);
     }
+    const iso = (ms: number) => new Date(ms).toISOString();
     return this.cluster.views().map((v) => {
       const { freeMemoryMiB } = this.cluster.load(v.name);
+      const t = this.trust.get(v.name);
       return {
         ...v,
         ...(counts.get(v.name) ?? { members: 0, running: 0 }),
         ...(freeMemoryMiB === undefined ? {} : { freeMemoryMiB }),
+        ...(t
+          ? {
+              trust: {
+                cluster: t.cluster,
+                service: t.service,
+                level: t.level,
+                reason: t.reason,
+                ...(t.checkedAtMs === undefined ? {} : { checkedAt: iso(t.checkedAtMs) }),
+                ...(t.attestedAt === undefined ? {} : { attestedAt: t.attestedAt }),
+                since: iso(t.sinceMs),
+              },
+            }
+          : {}),
       };
     });
   }
@@ -767,10 +812,16 @@ export class Reconciler extends EventEmitter<ReconcilerEventMap> {
         .filter((v) => v.state === "maintenance")
         .map((v) => v.name),
     );
-    // Every resync comes here: with no host in maintenance there is nothing to look at.
-    if (inMaintenance.size === 0) return;
+    const untrusted = this.untrustedHosts();
+    // Every resync comes here: with no host in maintenance or untrusted there is nothing to look at.
+    if (inMaintenance.size === 0 && untrusted.size === 0) return;
     const picture = this.cluster.picture();
     for (const r of this.inventory.all()) {
+      const notTrusted = untrusted.get(r.host);
+      if (notTrusted) {
+        this.leaveUntrusted(r, notTrusted, picture);
+        continue;
+      }
       if (!inMaintenance.has(r.host)) continue;
       if (r.state !== "running" || this.work.isBusy(r.name) || this.stayReasons.has(r.name)) continue;
       const pool = r.metadata.pool;
@@ -799,6 +850,129 @@ export class Reconciler extends EventEmitter<ReconcilerEventMap> {
       });
       this.work.track("maintenance migration", migration, r.name);
     }
+  }
+
+  // ---- trusted clusters ----------------------------------------------------------------------
+
+  /**
+   * Follows the pools' trusted clusters: their hosts get a trust (out of service until the first
+   * trusted verdict), the monitor polls their services; a trusted pool whose cluster's settings
+   * are unknown keeps its hosts out of service.
+   */
+  private updateAttestation(): void {
+    const policies = [...this.inventory.pools().values()].map((p) => p.policy);
+    const documents = this.inventory.attestationSettings();
+    const { settings, unattested } = trustedClusters([...policies, ...documents.map(asPolicy)]);
+    const now = this.clock();
+    const wanted = new Set<string>();
+    for (const s of settings.values()) {
+      for (const h of s.hosts) {
+        if (!this.cluster.has(h.name)) continue;
+        wanted.add(h.name);
+        const t = this.trust.get(h.name);
+        if (!t || t.cluster !== s.cluster || t.service !== s.type) this.setTrust(h.name, notAttestedYet(s, now));
+      }
+    }
+    for (const [host, cluster] of unattested) {
+      if (!this.cluster.has(host)) continue;
+      wanted.add(host);
+      this.setTrust(host, {
+        cluster,
+        service: "openattestation",
+        level: "unknown",
+        reason: "its attestation settings are unknown (no policy document of its pools has been read yet)",
+        sinceMs: this.trust.get(host)?.sinceMs ?? now,
+      });
+    }
+    for (const host of [...this.trust.keys()]) {
+      if (wanted.has(host)) continue;
+      this.trust.delete(host);
+      this.cluster.setUnfit(host, undefined);
+    }
+    this.attestation.update(settings);
+  }
+
+  /**
+   * A poll's verdicts: hosts that lose trust leave service at once, hosts that gain it return.
+   * Acted on only at a new level (a stale host's reason changes every poll, its handling not).
+   */
+  private onVerdicts(settings: AttestationSettings, verdicts: readonly Verdict[]): void {
+    const now = this.clock();
+    let changed = false;
+    for (const v of verdicts) {
+      const prev = this.trust.get(v.host);
+      if (!prev || prev.cluster !== settings.cluster) continue;
+      const next = nextTrust(prev, v, now);
+      this.setTrust(v.host, next);
+      if (prev.level === next.level) continue;
+      changed = true;
+      // The reasons of what stayed or was shut down there no longer hold.
+      for (const r of this.inventory.all()) if (r.host === v.host) this.untrustedMoves.delete(r.name);
+    }
+    if (changed && this.running) {
+      this.applyLevelRules();
+      this.evacuate();
+    }
+  }
+
+  private setTrust(host: string, t: HostTrust): void {
+    this.trust.set(host, t);
+    this.cluster.setUnfit(host, untrustedReason(t));
+  }
+
+  /** Hosts of trusted clusters that are not trusted now, with their trust and why. */
+  private untrustedHosts(): Map<string, { readonly trust: HostTrust; readonly why: string }> {
+    const out = new Map<string, { readonly trust: HostTrust; readonly why: string }>();
+    for (const [host, trust] of this.trust) {
+      const why = untrustedReason(trust);
+      if (why !== undefined && this.actsOnHost(host)) out.set(host, { trust, why });
+    }
+    return out;
+  }
+
+  /**
+   * A held running member on a host that is not trusted: live-migrated to a trusted host where its
+   * pool allows automatic migration. Where it cannot move, what the service said decides: a host
+   * it found untrusted (failed attestation) has the member shut down, as a workload that needs a
+   * trusted host must not go on there; a host whose trust is only unconfirmed (unknown, stale,
+   * the service unreachable) keeps it running, reported, so an attestation outage does not stop
+   * every user's VM. Free running members are stopped by the prestart plan either way.
+   */
+  private leaveUntrusted(
+    r: MemberRecord,
+    host: { readonly trust: HostTrust; readonly why: string },
+    picture: HostPicture,
+  ): void {
+    const why = host.why;
+    if (!isUp(r.state) || this.work.isBusy(r.name)) return;
+    const pool = r.metadata.pool;
+    if (!this.store.holder(pool, r.name)) return;
+    const policy = this.inventory.pools().get(pool)?.policy;
+    if (!policy) return;
+    const allowed = planMigration(policy, { trigger: "automatic", hostCpuPassthrough: false });
+    const to = allowed.allowed
+      ? pickDestination(policy.allowedHosts, r.host, this.cluster.names(), picture)
+      : undefined;
+    const stop = (because: string) => {
+      if (host.trust.level !== "untrusted") {
+        this.untrustedMoves.set(r.name, `stays on ${r.host}, ${because}: host ${r.host} is ${why}`);
+        return;
+      }
+      this.untrustedMoves.set(r.name, `shut down on ${r.host}, ${because}: host ${r.host} is ${why}`);
+      this.work.track("untrusted stop", this.actuator.stopUntrusted(pool, r.name), r.name);
+    };
+    if (to === undefined) {
+      stop(allowed.allowed ? "no trusted host it may run on is up" : `not migrated, ${allowed.reason}`);
+      return;
+    }
+    const migration = this.actuator
+      .migrate(pool, r.name, to, "automatic")
+      .then(() => undefined)
+      .catch((e: unknown) => {
+        if (e instanceof MigrationRefusedError) return stop(`not migrated, ${e.reason}`);
+        throw e;
+      });
+    this.work.track("untrusted migration", migration, r.name);
   }
 
   /** A down, free member away from its home host goes back there when home is up. */
@@ -872,6 +1046,13 @@ const HOST_STATE_WORDS: Readonly<Record<HostState, string>> = {
   "non-operational": "non-operational",
   unreachable: "unreachable",
 };
+
+/** A policy document's attestation settings, in the shape trustedClusters reads. */
+const asPolicy = (attestation: AttestationSettings) => ({
+  cluster: attestation.cluster,
+  allowedHosts: [] as readonly string[],
+  attestation,
+});
 
 interface HostHandlers {
   readonly lifecycle: (e: LifecycleEvent) => void;

@@ -1,5 +1,7 @@
 // The reconciler's public shapes: options, results, events and status.
 import type { StateStoreApi } from "./store/api";
+import type { AttestationClientFactory } from "./cluster/attestation";
+import type { TrustLevel } from "./cluster/trust";
 import type { HostConnection, HostView } from "./cluster/hosts";
 import type { DomainEventSource } from "./driver/events";
 import type { DomainState, LibvirtDriver } from "./driver/libvirt-driver";
@@ -52,6 +54,14 @@ export interface ReconcilerOptions {
    * @default a lease for `onlyPools` (or every pool), 15 s
    */
   readonly lease?: Omit<LeaseOptions, "pools">;
+  /**
+   * Trusted clusters: Keylime client keys (PEM) by cluster name (their other settings come with
+   * the pools' policy documents), and the client to use (tests). @default no keys, the protocol's client
+   */
+  readonly attestation?: {
+    readonly clientKeys?: ReadonlyMap<string, string>;
+    readonly createClient?: AttestationClientFactory;
+  };
 }
 
 /** Who asks: a user acts on their own VMs only; an admin on any. */
@@ -83,7 +93,8 @@ export interface Activity {
     | "detached"
     | "rolled-back"
     | "migrated"
-    | "moved-home";
+    | "moved-home"
+    | "untrusted-stopped";
   readonly pool: string;
   readonly vm: string;
   readonly user?: string;
@@ -143,6 +154,19 @@ export interface PoolStatus {
 
 /** A cluster host: its state (and why it is not up), and what it runs. */
 export interface HostStatus extends HostView {
+  /** For a host of a trusted cluster: its attestation, as last heard. */
+  readonly trust?: {
+    readonly cluster: string;
+    readonly service: "openattestation" | "keylime";
+    readonly level: TrustLevel;
+    readonly reason: string;
+    /** ISO 8601: when this reconciler last heard a verdict; absent before the first. */
+    readonly checkedAt?: string;
+    /** ISO 8601: when the service says it attested the host. */
+    readonly attestedAt?: string;
+    /** ISO 8601: since when the host has been at this level. */
+    readonly since: string;
+  };
   /** Pool members defined there. */
   readonly members: number;
   /** Of those, running. */

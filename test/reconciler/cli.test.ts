@@ -1,7 +1,7 @@
 // Issue 9 D12: the vmpools CLI's arguments, help and client-side errors. In-process (main()),
 // against real sockets on loopback; serve's lifecycle is in serve-lifecycle.test.ts.
 import { createServer, type Server } from "node:http";
-import { existsSync, mkdtempSync, readFileSync, rmSync, statSync } from "node:fs";
+import { chmodSync, existsSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
 import type { AddressInfo } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -100,7 +100,7 @@ describe("strict arguments", () => {
     const lisen = await cli(["serve", "--lisen", "8481", "--db", join(dir, "s.db")]);
     expect(lisen.code).toBe(2);
     expect(lisen.err).toMatch(
-      /^vmpools: serve: unknown option --lisen \(serve takes --uri, --host, --migration-uri, --unsafe-migration, --db, --listen, --tokens, --console-host, --resync-seconds, --pools, --drain-seconds\)\nusage: vmpools serve/,
+      /^vmpools: serve: unknown option --lisen \(serve takes --uri, --host, --migration-uri, --unsafe-migration, --db, --listen, --tokens, --console-host, --resync-seconds, --pools, --drain-seconds, --attestation-key\)\nusage: vmpools serve/,
     );
     expect(existsSync(join(dir, "s.db"))).toBe(false);
     expect((await cli(["take", "P", "-x"])).err).toMatch(/take: unknown option -x \(take takes no options\)/);
@@ -184,13 +184,41 @@ describe("serve refuses bad option values before it opens anything", () => {
   test.each([
     [["--host", "kvm1"], /--host kvm1: give NAME=VALUE, e\.g\. --host kvm1=qemu\+ssh:/],
     [["--host", "bad name=qemu:///system"], /--host bad name=qemu:\/\/\/system: give NAME=VALUE/],
-    [["--host", "a=x", "--host", "a=y"], /--host a=y: host a is given twice/],
+    [["--host", "a=x", "--host", "a=y"], /--host a=y: a is given twice/],
     [["--host", "a=qemu:///system", "--uri", "qemu:///system"], /--uri and --host: give one libvirt connection/],
     [["--host", "a=x", "--migration-uri", "b=tcp://1.2.3.4"], /--migration-uri b=tcp:\/\/1\.2\.3\.4: no --host b=URI/],
     [["--host", "a=x", "--migration-uri", "a=1.2.3.4"], /--migration-uri a=1\.2\.3\.4: give tcp:\/\/ADDRESS/],
   ])("cluster hosts %j", async (args, message) => {
     const r = await serveWith(...args);
     expect(r).toMatchObject({ code: 2, err: expect.stringMatching(message) });
+    expect(existsSync(join(dir, "never.db"))).toBe(false);
+  });
+
+  test("--attestation-key: the file must be private and hold a PEM key; named with the fix", async () => {
+    const key = join(dir, "client.key");
+    writeFileSync(key, "-----BEGIN PRIVATE KEY-----\nMIGH\n-----END PRIVATE KEY-----\n", { mode: 0o644 });
+    chmodSync(key, 0o644);
+    expect(await serveWith("--attestation-key", `secure=${key}`)).toMatchObject({
+      code: 2,
+      err: expect.stringContaining(
+        `--attestation-key secure=${key}: secret file ${key} has mode 0644; make it private: chmod 600 ${key}`,
+      ),
+    });
+    chmodSync(key, 0o600);
+    const notKey = join(dir, "not.key");
+    writeFileSync(notKey, "hello\n", { mode: 0o600 });
+    expect(await serveWith("--attestation-key", `secure=${notKey}`)).toMatchObject({
+      code: 2,
+      err: expect.stringContaining(`--attestation-key secure=${notKey}: the file holds no PEM private key`),
+    });
+    expect(await serveWith("--attestation-key", "secure")).toMatchObject({
+      code: 2,
+      err: expect.stringMatching(/--attestation-key secure: give NAME=VALUE, e\.g\. --attestation-key trusted=/),
+    });
+    expect(await serveWith("--attestation-key", `secure=${join(dir, "missing.key")}`)).toMatchObject({
+      code: 2,
+      err: expect.stringContaining("cannot be read: ENOENT"),
+    });
     expect(existsSync(join(dir, "never.db"))).toBe(false);
   });
 

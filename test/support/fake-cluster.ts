@@ -3,10 +3,17 @@
 // engines would (each member on its planned host) and a Reconciler over all of them.
 import { planPool, type PoolPlan } from "../../core/plan";
 import type { VmPoolProps } from "../../core/spec";
-import { Reconciler, type Activity, type Failure, type MemberStatus } from "../../reconciler/reconciler";
+import { policyVolumeName } from "../../core/metadata";
+import {
+  Reconciler,
+  type Activity,
+  type Failure,
+  type MemberStatus,
+  type ReconcilerOptions,
+} from "../../reconciler/reconciler";
 import { StateStore } from "../../reconciler/store/store";
 import { FakeDriver } from "./fake-driver";
-import { deployMemberOnFake } from "./fake-pool";
+import { deployMemberOnFake, STORAGE_POOL } from "./fake-pool";
 import { validProps } from "./fixtures";
 
 export interface FakeCluster {
@@ -36,6 +43,10 @@ export async function startFakeCluster(
     readonly freeMemoryMiB?: Record<string, number>;
     /** The hosts' lease TTL (renewed every third of it). @default the reconciler's (15 s) */
     readonly leaseTtlMs?: number;
+    /** Upload the pool's policy document to every host, as the engines deploy it. @default false */
+    readonly publishPolicy?: boolean;
+    /** The reconciler's attestation options (trusted clusters). @default none */
+    readonly attestation?: ReconcilerOptions["attestation"];
   } = {},
 ): Promise<FakeCluster> {
   const names = Array.from({ length: hostCount }, (_, i) => `h${i + 1}`);
@@ -61,6 +72,10 @@ export async function startFakeCluster(
     }),
   );
   for (const vm of plan.members) await deployMemberOnFake(hosts.get(vm.host.name)!, vm);
+  if (options.publishPolicy) {
+    for (const [h, fake] of hosts)
+      fake.uploadVolume(STORAGE_POOL, policyVolumeName(plan.pool.name, h), plan.policy.xml);
+  }
   const store = StateStore.open(":memory:");
   const failures: Failure[] = [];
   const activities: Activity[] = [];
@@ -77,6 +92,7 @@ export async function startFakeCluster(
       shutdownTimeoutMs: 1000,
       resyncIntervalMs: 3_600_000,
       ...(options.leaseTtlMs === undefined ? {} : { lease: { ttlMs: options.leaseTtlMs } }),
+      ...(options.attestation ? { attestation: options.attestation } : {}),
     });
     r.on("failure", (f) => failures.push(f));
     r.on("activity", (a) => activities.push(a));

@@ -8,7 +8,7 @@ import { StateStore } from "../../reconciler/store/store";
 import { FakeDriver } from "./fake-driver";
 import { validProps } from "./fixtures";
 
-const STORAGE_POOL = "default-pool";
+export const STORAGE_POOL = "default-pool";
 export const BASE_DELAY_MS = 40;
 export const MAX_ATTEMPTS = 3;
 /** The reconciler's clock, frozen: the retry times it writes into the store are then exact. */
