@@ -9,6 +9,7 @@
  * truststore at synth; a Keylime client key reaches the plan-time check as a file of mode 0600
  * and the reconciler as a file named on its command line).
  */
+import { createPrivateKey, X509Certificate } from "node:crypto";
 import { readFileSync } from "node:fs";
 import { resolve } from "node:path";
 import * as forge from "node-forge";
@@ -142,7 +143,7 @@ const PEM_CERT = /-----BEGIN CERTIFICATE-----[\s\S]+?-----END CERTIFICATE-----/g
  * truststore is read here, so a wrong path or password fails at synth. Engine-neutral: give it
  * to the cdktf `TrustedCluster` or the Pulumi one, or directly as a pool's `cluster`.
  */
-export class TrustedClusterConfig {
+export class TrustedClusterConfig implements TrustedClusterLike {
   readonly name: string;
   readonly hosts: readonly HostRef[];
   readonly settings: AttestationSettings;
@@ -151,6 +152,11 @@ export class TrustedClusterConfig {
   readonly clientKeyPem?: string;
   /** Things that work but weaken security (verification off, plain HTTP), for synth output. */
   readonly warnings: readonly string[];
+
+  /** Itself: a config given directly as a pool's `cluster` is a trusted cluster too. */
+  get trustedCluster(): TrustedClusterConfig {
+    return this;
+  }
 
   constructor(props: TrustedClusterProps) {
     const errors = new IssueCollector();
@@ -207,7 +213,8 @@ export class TrustedClusterConfig {
         errors.add("attestation.server", server, 'must be a host name or IP address, e.g. "oat.example.com"');
       const port = a.port ?? d.port;
       if (!Number.isInteger(port) || port < 1 || port > 65535) errors.add("attestation.port", port, "must be 1..65535");
-      const pollUri = (a.pollUri ?? d.pollUri).replace(/^\/+/, "");
+      const rawPollUri: unknown = a.pollUri ?? d.pollUri;
+      const pollUri = typeof rawPollUri === "string" ? rawPollUri.replace(/^\/+/, "") : "";
       if (!/^[A-Za-z0-9._~!$&'()*+,;=:@/%-]+$/.test(pollUri))
         errors.add(
           "attestation.pollUri",
@@ -249,13 +256,14 @@ export class TrustedClusterConfig {
       let url = a.verifierUrl;
       try {
         const u = new URL(a.verifierUrl);
-        if (u.protocol !== "https:" || u.search || u.hash) throw new Error("not https");
+        if (u.protocol !== "https:" || u.search || u.hash || u.username || u.password) throw new Error("not https");
         url = u.toString().replace(/\/+$/, "");
       } catch {
         errors.add(
           "attestation.verifierUrl",
-          a.verifierUrl,
-          'must be an https URL, e.g. "https://verifier.example.com:8881"',
+          // A URL with user info holds a credential: never shown.
+          typeof a.verifierUrl === "string" && /\/\/[^/]*@/.test(a.verifierUrl) ? REDACTED : a.verifierUrl,
+          'must be an https URL without credentials, e.g. "https://verifier.example.com:8881"',
         );
       }
       const verifyServerCertificate = verify("attestation.verifyServerCertificate", a.verifyServerCertificate);
@@ -267,7 +275,11 @@ export class TrustedClusterConfig {
           a.clientKeyPem === undefined ? undefined : REDACTED,
           'must be a PEM private key, e.g. secretFromFile("/etc/keylime/tenant-key.pem")',
         );
-      } else clientKeyPem = a.clientKeyPem;
+      } else {
+        const problem = clientKeyProblem(a.clientKeyPem, clientCertificatePem);
+        if (problem === undefined) clientKeyPem = a.clientKeyPem;
+        else errors.add("attestation.clientKeyPem", REDACTED, problem);
+      }
       if (a.apiVersion !== undefined && (typeof a.apiVersion !== "string" || !/^2\.\d+$/.test(a.apiVersion)))
         errors.add("attestation.apiVersion", a.apiVersion, 'must be a 2.x API version such as "2.1"');
       settings = {
@@ -330,14 +342,15 @@ function pemCertificates(prop: string, pem: unknown, errors: IssueCollector): st
   if (blocks.length === 0) {
     errors.add(
       prop,
-      typeof pem === "string" ? `${pem.slice(0, 40)}…` : pem,
+      // A private key given here by mistake is a secret: never shown.
+      typeof pem === "string" ? (/PRIVATE KEY/.test(pem) ? REDACTED : `${pem.slice(0, 40)}…`) : pem,
       "must hold PEM certificates (-----BEGIN CERTIFICATE-----)",
     );
     return undefined;
   }
   for (const b of blocks) {
     try {
-      forge.pki.certificateFromPem(b);
+      new X509Certificate(b);
     } catch (e) {
       errors.add(prop, `${b.slice(0, 40)}…`, `is not a readable certificate: ${(e as Error).message}`);
     }
@@ -372,12 +385,17 @@ function truststoreCertificates(path: string, password: string, errors: IssueCol
     );
     return undefined;
   }
-  let certificates: forge.pki.Certificate[];
+  let certificates: X509Certificate[];
   try {
     const p12 = forge.pkcs12.pkcs12FromAsn1(forge.asn1.fromDer(der.toString("binary")), password);
     const certBag = forge.pki.oids.certBag!;
     const bags = p12.getBags({ bagType: certBag })[certBag] ?? [];
-    certificates = bags.flatMap((b) => (b.cert ? [b.cert] : []));
+    // forge parses RSA certificates only (`cert` is null for an EC one, its ASN.1 kept): take
+    // the DER and let Node read it.
+    certificates = bags.flatMap((b) => {
+      const asn1 = b.cert ? forge.pki.certificateToAsn1(b.cert) : (b as { asn1?: forge.asn1.Asn1 }).asn1;
+      return asn1 ? [new X509Certificate(Buffer.from(forge.asn1.toDer(asn1).getBytes(), "binary"))] : [];
+    });
   } catch (e) {
     const message = (e as Error).message;
     errors.add(
@@ -393,5 +411,22 @@ function truststoreCertificates(path: string, password: string, errors: IssueCol
     errors.add(prop, path, "holds no certificate: import the OpenAttestation server's CA into it");
     return undefined;
   }
-  return certificates.map((c) => forge.pki.certificateToPem(c).replace(/\r\n/g, "\n")).join("");
+  return certificates.map((c) => c.toString().replace(/\r\n/g, "\n")).join("");
+}
+
+/**
+ * Why a Keylime client key cannot be used (never quoting it), or undefined: Node's TLS needs it
+ * unencrypted, and one that does not match the certificate fails only at the first handshake.
+ */
+function clientKeyProblem(keyPem: string, certificatePem: string | undefined): string | undefined {
+  let key;
+  try {
+    key = createPrivateKey(keyPem);
+  } catch {
+    return "is not a readable unencrypted PEM private key (decrypt it first, e.g. openssl pkey -in key.pem -out plain.pem)";
+  }
+  const first = certificatePem?.match(PEM_CERT)?.[0];
+  if (first !== undefined && !new X509Certificate(first).checkPrivateKey(key))
+    return "does not belong to attestation.clientCertificatePem: give the key of that certificate";
+  return undefined;
 }
