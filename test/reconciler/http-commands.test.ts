@@ -7,8 +7,7 @@ import * as fs from "node:fs";
 import * as path from "node:path";
 import { promisify } from "node:util";
 import { planPool, type PoolPlan } from "../../core/plan";
-import { METADATA_NAMESPACE, policyVolumeName } from "../../core/metadata";
-import { DEFAULT_HOST } from "../../core/validate";
+import { METADATA_NAMESPACE } from "../../core/metadata";
 import type { VmPoolProps } from "../../core/spec";
 import { newToken } from "../../reconciler/api/auth";
 import { spiceDisplayOf } from "../../reconciler/libvirt-xml";
@@ -274,24 +273,7 @@ test("--resync-seconds 1: a policy change (no event reports it) is acted on with
   expect([fast, slow].map((p) => virsh("domstate", p.members[0]!.name))).toEqual(["shut off", "shut off"]);
 
   // What a deploy of `prestarted: 1` changes: the pool's policy document, a volume.
-  const publish = async (props: VmPoolProps) => {
-    const { xml } = planPool({ ...props, prestarted: 1 }).policy;
-    const volumeName = policyVolumeName(props.name, DEFAULT_HOST.name);
-    const file = path.join(q.dir, `${props.name.replace(/\W/g, "")}.policy.xml`);
-    fs.writeFileSync(file, xml);
-    await q.driver.session.run([
-      "vol-create-as",
-      "--pool",
-      q.storagePool,
-      "--name",
-      volumeName,
-      "--capacity",
-      String(Buffer.byteLength(xml)),
-      "--format",
-      "raw",
-    ]);
-    await q.driver.session.run(["vol-upload", "--pool", q.storagePool, "--vol", volumeName, "--file", file]);
-  };
+  const publish = (props: VmPoolProps) => q.publishPolicy(planPool({ ...props, prestarted: 1 }));
   await Promise.all([publish(fastProps), publish(slowProps)]);
   const published = Date.now();
   await until("the fast serve to prestart", () => virsh("domstate", fast.members[0]!.name) === "running", 5000);

@@ -4,8 +4,10 @@
 import { randomBytes } from "node:crypto";
 import * as fs from "node:fs";
 import * as path from "node:path";
+import { policyVolumeName } from "../../core/metadata";
 import { planPool, type PoolPlan, type VmPlan } from "../../core/plan";
 import type { VmPoolProps } from "../../core/spec";
+import { DEFAULT_HOST } from "../../core/validate";
 import { VirshDriver } from "../../reconciler/driver/libvirt-driver";
 import { LEASE_DOMAIN } from "../../reconciler/lease";
 import { systemVolumeOf } from "../../reconciler/libvirt-xml";
@@ -38,6 +40,8 @@ export interface QemuPools {
   props(name: string, overrides?: Partial<VmPoolProps>): VmPoolProps;
   /** Defines the members and their overlays as an engine would; cleaned up by `close`. */
   deploy(props: VmPoolProps, render: MemberRender): Promise<PoolPlan>;
+  /** Uploads the plan's policy document as the engines deploy it (the volume of host `host`). */
+  publishPolicy(plan: PoolPlan, host?: string): Promise<void>;
   /** Members that boot the tiny guest doing `action` (and staying up with `stay`), logging to `logPath`. */
   guest(action: GuestAction, opts?: { readonly stay?: boolean }): MemberRender;
   logPath(vm: VmPlan | string): string;
@@ -144,6 +148,27 @@ export async function openQemuPools(): Promise<QemuPools> {
       const plan = await deployQemuPool(driver, storagePool, base, props, render);
       plans.push(plan);
       return plan;
+    },
+    async publishPolicy(plan, host = DEFAULT_HOST.name) {
+      const { xml } = plan.policy;
+      const volume = policyVolumeName(plan.pool.name, host);
+      const file = path.join(dir, `${volume.replace(/[^\w.-]/g, "_")}.upload`);
+      fs.writeFileSync(file, xml);
+      const size = String(Buffer.byteLength(xml));
+      await driver.session.run(["vol-delete", "--pool", storagePool, "--vol", volume]).catch(() => undefined);
+      await driver.session.run([
+        "vol-create-as",
+        "--pool",
+        storagePool,
+        "--name",
+        volume,
+        "--capacity",
+        size,
+        "--format",
+        "raw",
+      ]);
+      await driver.session.run(["vol-upload", "--pool", storagePool, "--vol", volume, "--file", file]);
+      fs.rmSync(file);
     },
     guest:
       (action, opts = {}) =>
