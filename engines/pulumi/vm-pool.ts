@@ -27,6 +27,7 @@ import {
 } from "../libvirt-provider/placement-record";
 import { toPulumiInputs } from "./names";
 import { LIBVIRT_TYPES, libvirtProvider, libvirtResource } from "./package";
+import { TrustedCluster } from "./trusted-cluster";
 
 export type { VmPoolProps } from "../../core";
 
@@ -104,12 +105,15 @@ export class VmPool extends pulumi.ComponentResource {
     );
     const protect = pool.deleteProtection;
 
+    // On a Pulumi TrustedCluster every probe also waits for its attestation check: a host that is
+    // not trusted stops every volume and so every member, as a failed shrink guard does.
+    const trustCheck = props.cluster instanceof TrustedCluster ? props.cluster.check : undefined;
     // Every cluster host gets its provider and probe, also those without a member under the
     // current size: members created earlier may live there (and the shrink guard looks there).
     const hosts = new Map(
       pool.clusterHosts.map((host) => {
         const provider = libvirtProvider(`${name}-${host.name}`, host.uri, { parent: this });
-        const probe = probeHost(this.plan, host, opts.hostProbe ?? runHostProbe);
+        const probe = probeHost(this.plan, host, opts.hostProbe ?? runHostProbe, trustCheck);
         return [host.name, { host, provider, probe }] as const;
       }),
     );
@@ -232,19 +236,24 @@ function outputOf(resource: pulumi.CustomResource, property: string): pulumi.Out
   return (resource as unknown as Record<string, pulumi.Output<unknown>>)[property]!;
 }
 
-/** The probe's answer for the host, failing when a check of the shrink guard fails (at preview as at up). */
+/**
+ * The probe's answer for the host, failing when a check of the shrink guard fails, or the
+ * cluster's attestation check (at preview as at up).
+ */
 function probeHost(
   plan: PoolPlan,
   host: HostRef,
   run: NonNullable<VmPoolOptions["hostProbe"]>,
+  trustCheck?: pulumi.Output<unknown>,
 ): pulumi.Output<ProbeResult> {
-  return pulumi.output(
+  const probed = pulumi.output(
     run(probeQuery(plan, host)).then((result) => {
       const failed = guardChecks(plan, host).filter((c) => c.failed(result));
       if (failed.length > 0) throw new Error(failed.map((c) => c.message(result[c.field] ?? "")).join("\n"));
       return result;
     }),
   );
+  return trustCheck === undefined ? probed : pulumi.all([trustCheck, probed]).apply(([, result]) => result);
 }
 
 /** Runs host-probe.cjs as Terraform's external data source would. */
