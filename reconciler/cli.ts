@@ -669,6 +669,7 @@ async function serve(o: ServeOptions): Promise<number> {
     attestation: { clientKeys: o.attestationKeys },
   });
   reconciler.on("failure", (f) => console.error(`vmpools: ${f.context}${f.vm ? ` ${f.vm}` : ""}: ${f.error.message}`));
+  reconciler.on("warning", (w) => console.error(`vmpools: warning: ${w}`));
   reconciler.on("activity", (a) =>
     console.log(
       `vmpools: ${a.kind} ${a.pool}/${a.vm}${a.user ? ` (${a.user})` : ""}${a.from ? ` from ${a.from} to ${a.to}` : ""}`,

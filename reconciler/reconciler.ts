@@ -177,6 +177,7 @@ export class Reconciler extends EventEmitter<ReconcilerEventMap> {
     this.attestation = new AttestationMonitor({
       onVerdicts: (settings, verdicts) => this.onVerdicts(settings, verdicts),
       onError: (error) => this.emit("failure", { context: "attestation", error }),
+      onWarning: (message) => this.emit("warning", message),
       ...(options.attestation?.clientKeys ? { clientKeys: options.attestation.clientKeys } : {}),
       ...(options.attestation?.createClient ? { createClient: options.attestation.createClient } : {}),
     });

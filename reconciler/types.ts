@@ -118,6 +118,8 @@ export interface ReconcilerEventMap {
   failure: [Failure];
   /** The lease was lost (another reconciler may act now): this one has stopped acting. */
   leaseLost: [Error];
+  /** Something that works but should not be so (e.g. attestation without certificate checks). */
+  warning: [string];
 }
 
 export interface MemberStatus {

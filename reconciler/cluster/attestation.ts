@@ -22,6 +22,8 @@ export interface AttestationMonitorOptions {
   readonly onVerdicts: (settings: AttestationSettings, verdicts: readonly Verdict[]) => void;
   /** A failure while handling verdicts (the poll goes on). */
   readonly onError: (error: Error) => void;
+  /** Settings that weaken attestation (certificate verification off, plain HTTP), once per cluster. */
+  readonly onWarning?: (message: string) => void;
   /** Keylime client keys (PEM) by trusted cluster name. */
   readonly clientKeys?: ReadonlyMap<string, string>;
   /** @default the protocol's client */
@@ -54,6 +56,7 @@ export class AttestationMonitor {
         stopped: false,
       };
       this.pollers.set(name, poller);
+      for (const w of weakenings(s)) this.o.onWarning?.(`trusted cluster ${name}: ${w}`);
       this.poll(name, poller);
     }
   }
@@ -91,4 +94,12 @@ export class AttestationMonitor {
     this.pollers.delete(name);
     this.settings.delete(name);
   }
+}
+
+/** What in the settings weakens attestation, for a warning (the engines warn at synth too). */
+export function weakenings(s: AttestationSettings): string[] {
+  const out: string[] = [];
+  if (s.url.startsWith("http:")) out.push(`verdicts come over plain HTTP from ${s.url}, unauthenticated`);
+  else if (!s.verifyServerCertificate) out.push(`the certificate of ${s.url} is not verified: any server is accepted`);
+  return out;
 }

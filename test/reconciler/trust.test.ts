@@ -69,6 +69,7 @@ describe("a trusted cluster", () => {
     const service = new ScriptedService();
     service.set("h2", "unknown", "OpenAttestation: trust_lvl unknown");
     c = await start({ size: 6, prestarted: 2, maxVmsPerUser: 6 }, service);
+
     expect(service.settings).toMatchObject({
       cluster: "secure",
       type: "openattestation",
@@ -88,6 +89,10 @@ describe("a trusted cluster", () => {
     for (let i = 0; i < 3; i++) expect(c.member((await c.reconciler.take(c.pool, "alice")).vm).host).toBe("h1");
     await c.reconciler.idle();
     expect(c.reconciler.status().pools[0]!.members.filter((m) => m.host === "h2" && m.state === "running")).toEqual([]);
+    // Plain HTTP is warned about.
+    expect(c.warnings).toEqual([
+      "trusted cluster secure: verdicts come over plain HTTP from http://oat.example.com:8443/AttestationService/resources/PollHosts, unauthenticated",
+    ]);
     // The CLI's status names the trust of each host.
     const text = formatStatus(c.reconciler.status());
     expect(text).toMatch(/host h1: up, trusted \(openattestation, checked \d{4}-\d\d-\d\dT[^)]+\)/);

@@ -24,6 +24,7 @@ export interface FakeCluster {
   readonly pool: string;
   readonly failures: Failure[];
   readonly activities: Activity[];
+  readonly warnings: string[];
   reconciler: Reconciler;
   /** A fresh reconciler on the same fakes and store, as after a restart of `serve`. */
   restart(): Promise<void>;
@@ -79,6 +80,7 @@ export async function startFakeCluster(
   const store = StateStore.open(":memory:");
   const failures: Failure[] = [];
   const activities: Activity[] = [];
+  const warnings: string[] = [];
   const make = () => {
     const r = new Reconciler({
       hosts: names.map((name) => ({
@@ -96,6 +98,7 @@ export async function startFakeCluster(
     });
     r.on("failure", (f) => failures.push(f));
     r.on("activity", (a) => activities.push(a));
+    r.on("warning", (w) => warnings.push(w));
     return r;
   };
   const c: FakeCluster = {
@@ -105,6 +108,7 @@ export async function startFakeCluster(
     pool: plan.pool.name,
     failures,
     activities,
+    warnings,
     reconciler: make(),
     async restart() {
       await c.reconciler.stop();
