@@ -17,9 +17,17 @@
 //   seconds) is at most maxAttestationAgeSeconds old, else stale. A verifier before 7.14 sends no
 //   last_successful_attestation: state 3 is then trusted, state 4 (retrying) stale, as its age is
 //   unknown. Any other shape → unknown, never a throw.
-// - Transport: no answer within requestTimeoutMs, refused connections, TLS failures and HTTP
-//   statuses outside 2xx → unreachable (Keylime: 404 for an agent is an unknown agent); an answer
-//   that is not JSON, or larger than MAX_BODY_BYTES → unknown.
+// - Transport: no answer within requestTimeoutMs (the whole exchange), refused connections, TLS
+//   failures and HTTP statuses outside 2xx → unreachable (Keylime: the agents handler's JSON 404
+//   is an unknown agent; an empty 404 is a route the verifier does not serve); an answer that is
+//   not JSON, or larger than MAX_BODY_BYTES → unknown. Once a request gets no answer at all, the
+//   requests not yet sent in that cycle are not sent (their hosts get the same verdict), and an
+//   OpenAttestation first stage that fails speaks for every host: a dead service costs one time
+//   limit per cycle, not one per batch or agent.
+// - Keylime bulk: GET /v{api}/agents/?bulk=True (what keylime_tenant's bulkinfo sends; a bare
+//   ?bulk is dropped by the verifier's query parser). A 4xx (but 408 and 429), or the plain
+//   {"uuids": …} list of a verifier without bulk, switches this client to one GET per agent for
+//   good.
 // Reasons never hold a key or a request body; text taken from an answer is clipped and cleaned.
 "use strict";
 /* global Buffer, URL, setTimeout, clearTimeout -- Node globals the lint config does not list for .cjs */
