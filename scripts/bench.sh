@@ -12,3 +12,5 @@ npx ts-node --transpile-only bench/store.ts
 npx ts-node --transpile-only bench/reconciler.ts
 npx ts-node --transpile-only bench/cluster.ts
 npx ts-node --transpile-only bench/cluster-hosts.ts
+npx ts-node --transpile-only bench/attestation-cycle.ts
+npx ts-node --transpile-only bench/attestation.ts

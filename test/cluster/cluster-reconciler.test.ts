@@ -4,56 +4,21 @@
 // libvirtd is stopped and brought back, maintenance live-migrating a held member whose guest
 // keeps running, and the migrations the pool's settings or the guest's CPU forbid.
 // test/reconciler/cluster.test.ts covers the same rules, and more cases, on fakes.
-import * as fs from "node:fs";
-import * as path from "node:path";
-import { planPool, type PoolPlan } from "../../core/plan";
-import type { VmPoolProps } from "../../core/spec";
-import { DomainEvents } from "../../reconciler/driver/events";
-import { VirshDriver } from "../../reconciler/driver/libvirt-driver";
 import { MigrationRefusedError } from "../../reconciler/errors";
-import { Reconciler, type Failure } from "../../reconciler/reconciler";
-import { StateStore } from "../../reconciler/store/store";
-import { ensureGuest, guestCmdline } from "../guest/guest";
+import type { PoolPlan } from "../../core/plan";
+import type { Reconciler } from "../../reconciler/reconciler";
+import { ensureGuest } from "../guest/guest";
+import { openClusterHarness, type ClusterHarness } from "../support/cluster-harness";
 import { startTestCluster, type TestCluster } from "../support/cluster-hosts";
-import { deployQemuMember, tinyPoolProps, until } from "../support/qemu-pool";
+import { until } from "../support/qemu-pool";
 
 let cluster: TestCluster;
-let store: StateStore;
+let harness: ClusterHarness;
 let reconciler: Reconciler;
-const drivers = new Map<string, VirshDriver>();
-const events: DomainEvents[] = [];
-const failures: Failure[] = [];
 const plans: PoolPlan[] = [];
-let dbDir: string;
 
-const logPath = (vm: string) => path.join(cluster.imageDir, `${vm}.log`);
-const log = (vm: string) => (fs.existsSync(logPath(vm)) ? fs.readFileSync(logPath(vm), "utf8") : "");
-/** The guest's heartbeat counter (build-guest.sh, vmpools.after=heartbeat): 1, 2, 3… per boot. */
-const beats = (vm: string) => [...log(vm).matchAll(/^HEARTBEAT (\d+) /gm)].map((m) => Number(m[1]));
-const boots = (vm: string) => (log(vm).match(/^VMPOOLS-GUEST-READY$/gm) ?? []).length;
-
-/** Defines the members on their planned hosts, as an engine would (system overlays and media in the shared pool). */
-async function deploy(props: VmPoolProps): Promise<PoolPlan> {
-  const g = ensureGuest();
-  const plan = planPool(props);
-  const base = path.join(cluster.imageDir, "base.raw");
-  for (const vm of plan.members) {
-    const driver = drivers.get(vm.host.name)!;
-    // Volumes another host made are unknown here until the shared pool is re-read.
-    await driver.refreshStoragePool(cluster.storagePool);
-    await deployQemuMember(driver, cluster.storagePool, base, vm, () => ({
-      directKernelBoot: {
-        kernelPath: g.kernelPath,
-        initrdPath: g.initrdPath,
-        cmdline: `${guestCmdline({ kind: "read-marker" })} vmpools.after=heartbeat`,
-      },
-      serialLogPath: logPath(vm.name),
-    }));
-  }
-  plans.push(plan);
-  return plan;
-}
-
+const beats = (vm: string) => harness.beats(vm);
+const boots = (vm: string) => harness.boots(vm);
 const member = (pool: string, vm: string) =>
   reconciler
     .status()
@@ -66,59 +31,40 @@ const hostOf = (vm: string) =>
 beforeAll(async () => {
   ensureGuest();
   cluster = await startTestCluster({ hosts: 3, name: "rec" });
-  const sector = Buffer.alloc(1024 * 1024);
-  sector.write("CLUSTER-BASE", "latin1");
-  fs.writeFileSync(path.join(cluster.imageDir, "base.raw"), sector);
-  for (const h of cluster.hosts) drivers.set(h.name, new VirshDriver({ uri: h.uri }));
+  harness = openClusterHarness(cluster);
   const hosts = cluster.hosts.map((h) => ({ name: h.name, uri: h.uri, migrateUri: h.migrateUri }));
   const clusterProp = { name: "rec", hosts };
   // Migratable, on h1 and h2 only; two prestarted.
-  await deploy(
-    tinyPoolProps(path.join(cluster.imageDir, "base.raw"), "Mig-??", {
-      size: 6, // three on each host
-      prestarted: 2,
-      maxVmsPerUser: 4,
-      cluster: clusterProp,
-      host: {
-        startRunningOn: { hosts: ["h1", "h2"] },
-        migration: { mode: "manual-and-automatic", policy: "minimal-downtime", customDowntimeMs: 500 },
-      },
-    }),
+  plans.push(
+    await harness.deploy(
+      harness.props("Mig-??", {
+        size: 6, // three on each host
+        prestarted: 2,
+        maxVmsPerUser: 4,
+        cluster: clusterProp,
+        host: {
+          startRunningOn: { hosts: ["h1", "h2"] },
+          migration: { mode: "manual-and-automatic", policy: "minimal-downtime", customDowntimeMs: 500 },
+        },
+      }),
+    ),
   );
   // Never migrates; one member, on h3 alone.
-  await deploy(
-    tinyPoolProps(path.join(cluster.imageDir, "base.raw"), "Fix-??", {
-      size: 1,
-      cluster: clusterProp,
-      host: { startRunningOn: { hosts: ["h3"] }, migration: { mode: "none" } },
-    }),
+  plans.push(
+    await harness.deploy(
+      harness.props("Fix-??", {
+        size: 1,
+        cluster: clusterProp,
+        host: { startRunningOn: { hosts: ["h3"] }, migration: { mode: "none" } },
+      }),
+    ),
   );
-  dbDir = fs.mkdtempSync("/tmp/vmpools-cluster-db-");
-  store = StateStore.open(path.join(dbDir, "state.db"));
-  reconciler = new Reconciler({
-    hosts: cluster.hosts.map((h) => {
-      const e = new DomainEvents({ uri: h.uri });
-      events.push(e);
-      // The shared folder is local ext4, which libvirt does not know as shared storage.
-      return { name: h.name, uri: h.uri, driver: drivers.get(h.name)!, events: e, unsafeMigration: true };
-    }),
-    store,
-    retry: { maxAttempts: 2, baseDelayMs: 200 },
-    shutdownTimeoutMs: 5000,
-    resyncIntervalMs: 3_600_000,
-  });
-  reconciler.on("failure", (f) => failures.push(f));
-  await reconciler.start();
-  await reconciler.idle();
+  reconciler = await harness.start();
 }, 120_000);
 
 afterAll(async () => {
-  await reconciler?.stop();
-  for (const e of events) await e.close();
-  for (const d of drivers.values()) await d.close();
-  store?.close();
+  await harness?.close();
   await cluster?.close();
-  fs.rmSync(dbDir, { recursive: true, force: true });
 }, 120_000);
 
 test("members are where the plan put them (startRunningOn) and the prestarted ones spread over h1 and h2", async () => {
@@ -164,13 +110,13 @@ test("a host whose libvirtd stops: nothing of it is handed out, its prestarted m
   await until("h2 is up again", () => reconciler.status().hosts.find((h) => h.name === "h2")!.state === "up");
   await reconciler.idle();
   // Taken back without double assignment; the surplus prestarted member (h2's, running all along) is stopped or kept so that two are up.
-  const held = store.assignments("Mig-??").map((a) => a.vm);
+  const held = harness.store.assignments("Mig-??").map((a) => a.vm);
   expect(held).toEqual([t.vm]);
   expect(members("Mig-??").filter((m) => m.role === "prestarted")).toHaveLength(2);
 }, 180_000);
 
 test("maintenance live-migrates a held member: its guest runs on, on the other host, with no reboot", async () => {
-  const held = store.assignments("Mig-??")[0]!.vm;
+  const held = harness.store.assignments("Mig-??")[0]!.vm;
   const from = member("Mig-??", held).host;
   const to = from === "h1" ? "h2" : "h1";
   await until(`${held} runs its guest`, () => beats(held).length > 5, 60_000);
@@ -217,7 +163,7 @@ test('maintenance leaves a held member of a pool with migration mode "none" runn
 test("a guest with the host CPU passed through is never migrated", async () => {
   // As if defined by hand (validation never lets a migratable pool pass the CPU through).
   const down = members("Mig-??").find((m) => m.state === "shut off")!;
-  const driver = drivers.get(down.host)!;
+  const driver = harness.drivers.get(down.host)!;
   const xml = await driver.domainXml(down.name, { inactive: true, securityInfo: true });
   await driver.defineDomain(
     xml.replace(/<cpu[^>]*\/>|<cpu[\s\S]*?<\/cpu>/, "").replace("</vcpu>", "</vcpu><cpu mode='host-passthrough'/>"),
@@ -226,5 +172,5 @@ test("a guest with the host CPU passed through is never migrated", async () => {
   expect(error).toBeInstanceOf(MigrationRefusedError);
   expect((error as Error).message).toMatch(/host CPU passed through/);
   expect(hostOf(down.name)).toBe(down.host);
-  expect(failures.filter((f) => !/^host |lease|recovery/.test(f.context))).toEqual([]);
+  expect(harness.failures.filter((f) => !/^host |lease|recovery/.test(f.context))).toEqual([]);
 }, 60_000);

@@ -9,33 +9,23 @@
 // shuts nothing down: an unconfirmed trust is not a failed attestation.
 import * as fs from "node:fs";
 import * as path from "node:path";
-import { TrustedClusterConfig, policyVolumeName } from "../../core";
-import { planPool, type PoolPlan } from "../../core/plan";
-import type { VmPoolProps } from "../../core/spec";
-import { DomainEvents } from "../../reconciler/driver/events";
-import { VirshDriver } from "../../reconciler/driver/libvirt-driver";
-import { Reconciler, type Activity, type Failure } from "../../reconciler/reconciler";
-import { StateStore } from "../../reconciler/store/store";
-import { ensureGuest, guestCmdline } from "../guest/guest";
+import { TrustedClusterConfig } from "../../core";
+import type { PoolPlan } from "../../core/plan";
+import type { Reconciler } from "../../reconciler/reconciler";
+import { ensureGuest } from "../guest/guest";
 import { makeTestPki, startOpenAttestationServer, type OpenAttestationServer } from "../support/attestation";
+import { openClusterHarness, type ClusterHarness } from "../support/cluster-harness";
 import { startTestCluster, type TestCluster } from "../support/cluster-hosts";
-import { deployQemuMember, tinyPoolProps, until } from "../support/qemu-pool";
+import { until } from "../support/qemu-pool";
 
 let cluster: TestCluster;
+let harness: ClusterHarness;
 let oat: OpenAttestationServer;
-let store: StateStore;
 let reconciler: Reconciler;
-const drivers = new Map<string, VirshDriver>();
-const events: DomainEvents[] = [];
-const failures: Failure[] = [];
-const activities: Activity[] = [];
 let work: string;
+let mig: PoolPlan;
 
-const logPath = (vm: string) => path.join(cluster.imageDir, `${vm}.log`);
-const log = (vm: string) => (fs.existsSync(logPath(vm)) ? fs.readFileSync(logPath(vm), "utf8") : "");
-/** The guest's heartbeat counter (vmpools.after=heartbeat): 1, 2, 3… per boot. */
-const beats = (vm: string) => [...log(vm).matchAll(/^HEARTBEAT (\d+) /gm)].map((m) => Number(m[1]));
-const boots = (vm: string) => (log(vm).match(/^VMPOOLS-GUEST-READY$/gm) ?? []).length;
+const beats = (vm: string) => harness.beats(vm);
 const hostStatus = (name: string) => reconciler.status().hosts.find((h) => h.name === name)!;
 const member = (pool: string, vm: string) =>
   reconciler
@@ -50,44 +40,13 @@ const runningOn = (host: string) =>
     .map((l) => l.trim())
     .filter(Boolean);
 
-/** Defines the members on their planned hosts and publishes the policy document on each host, as an engine would. */
-async function deploy(props: VmPoolProps): Promise<PoolPlan> {
-  const g = ensureGuest();
-  const plan = planPool(props);
-  const base = path.join(cluster.imageDir, "base.raw");
-  for (const vm of plan.members) {
-    const driver = drivers.get(vm.host.name)!;
-    await driver.refreshStoragePool(cluster.storagePool);
-    await deployQemuMember(driver, cluster.storagePool, base, vm, () => ({
-      directKernelBoot: {
-        kernelPath: g.kernelPath,
-        initrdPath: g.initrdPath,
-        cmdline: `${guestCmdline({ kind: "read-marker" })} vmpools.after=heartbeat`,
-      },
-      serialLogPath: logPath(vm.name),
-    }));
-  }
-  const file = path.join(work, `${plan.pool.name.replace(/\W/g, "")}.policy.xml`);
-  fs.writeFileSync(file, plan.policy.xml);
-  for (const h of cluster.hosts) {
-    const name = policyVolumeName(plan.pool.name, h.name);
-    const size = String(Buffer.byteLength(plan.policy.xml));
-    h.virsh("vol-create-as", "--pool", cluster.storagePool, "--name", name, "--capacity", size, "--format", "raw");
-    h.virsh("vol-upload", "--pool", cluster.storagePool, "--vol", name, "--file", file);
-  }
-  return plan;
-}
-
-let mig: PoolPlan;
-
 beforeAll(async () => {
   ensureGuest();
   cluster = await startTestCluster({ hosts: 2, name: "trust" });
+  harness = openClusterHarness(cluster);
   work = fs.mkdtempSync("/tmp/vmpools-trusted-");
   const pki = makeTestPki(path.join(work, "pki"));
   oat = await startOpenAttestationServer({ pki, defaultTrust: "trusted" });
-  fs.writeFileSync(path.join(cluster.imageDir, "base.raw"), Buffer.alloc(1024 * 1024));
-  for (const h of cluster.hosts) drivers.set(h.name, new VirshDriver({ uri: h.uri }));
   const trusted = new TrustedClusterConfig({
     name: "secure",
     hosts: cluster.hosts.map((h) => ({ name: h.name, uri: h.uri })),
@@ -100,47 +59,30 @@ beforeAll(async () => {
     pollIntervalSeconds: 0.2,
     requestTimeoutSeconds: 2,
   });
-  const base = path.join(cluster.imageDir, "base.raw");
   // Migratable, on both hosts; nothing prestarted (takes start members).
-  mig = await deploy(
-    tinyPoolProps(base, "TMig-??", {
+  mig = await harness.deploy(
+    harness.props("TMig-??", {
       size: 4,
       maxVmsPerUser: 4,
       cluster: trusted,
       host: { migration: { mode: "manual-and-automatic", policy: "minimal-downtime" } },
     }),
+    { publish: true },
   );
   // Never migrates; one member, on h1.
-  await deploy(
-    tinyPoolProps(base, "TFix-??", {
+  await harness.deploy(
+    harness.props("TFix-??", {
       size: 1,
       cluster: trusted,
       host: { startRunningOn: { hosts: ["h1"] }, migration: { mode: "none" } },
     }),
+    { publish: true },
   );
-  store = StateStore.open(path.join(work, "state.db"));
-  reconciler = new Reconciler({
-    hosts: cluster.hosts.map((h) => {
-      const e = new DomainEvents({ uri: h.uri });
-      events.push(e);
-      return { name: h.name, uri: h.uri, driver: drivers.get(h.name)!, events: e, unsafeMigration: true };
-    }),
-    store,
-    retry: { maxAttempts: 2, baseDelayMs: 200 },
-    shutdownTimeoutMs: 3000,
-    resyncIntervalMs: 3_600_000,
-  });
-  reconciler.on("failure", (f) => failures.push(f));
-  reconciler.on("activity", (a) => activities.push(a));
-  await reconciler.start();
-  await reconciler.idle();
+  reconciler = await harness.start({ shutdownTimeoutMs: 3000 });
 }, 180_000);
 
 afterAll(async () => {
-  await reconciler?.stop();
-  for (const e of events) await e.close();
-  for (const d of drivers.values()) await d.close();
-  store?.close();
+  await harness?.close();
   await oat?.close();
   await cluster?.close();
   if (work) fs.rmSync(work, { recursive: true, force: true });
@@ -189,7 +131,7 @@ test("a host turning untrusted: non-operational, its migratable held member live
   await until("heartbeats from h2", () => beats(onH1!).length > before.length + 5, 30_000);
   const after = beats(onH1!);
   expect(after).toEqual(after.map((_, i) => i + 1));
-  expect(boots(onH1!)).toBe(1);
+  expect(harness.boots(onH1!)).toBe(1);
   expect(member("TMig-??", onH1!)).toMatchObject({
     host: "h2",
     state: "running",
@@ -200,8 +142,10 @@ test("a host turning untrusted: non-operational, its migratable held member live
   expect(member("TFix-??", fixed).problem).toMatch(
     /^shut down on h1, not migrated, .*"none".*: host h1 is not trusted \(untrusted\) by OpenAttestation/,
   );
-  expect(activities).toContainEqual(expect.objectContaining({ kind: "untrusted-stopped", vm: fixed, user: "bob" }));
-  expect(store.assignments("TFix-??")).toEqual([]);
+  expect(harness.activities).toContainEqual(
+    expect.objectContaining({ kind: "untrusted-stopped", vm: fixed, user: "bob" }),
+  );
+  expect(harness.store.assignments("TFix-??")).toEqual([]);
   // Nothing runs on h1, and nothing of it is handed out.
   expect(runningOn("h1")).toEqual([]);
   await expect(reconciler.take("TFix-??", "carol")).rejects.toThrow();
@@ -232,12 +176,12 @@ test("the host is up again only after a trusted verdict; a failing service (HTTP
   expect(member("TFix-??", t.vm).problem).toMatch(
     /^stays on h1, not migrated, .*"none": host h1 is not trusted \(unreachable\) by OpenAttestation .*HTTP 500/,
   );
-  const alices = store.assignments("TMig-??").map((a) => a.vm);
+  const alices = harness.store.assignments("TMig-??").map((a) => a.vm);
   expect(alices.length).toBeGreaterThan(0);
   for (const vm of alices) expect(member("TMig-??", vm)).toMatchObject({ state: "running", role: "held" });
   await expect(reconciler.take("TMig-??", "dave")).rejects.toThrow();
   oat.setFault(undefined);
   await until("both hosts up", () => ["h1", "h2"].every((h) => hostStatus(h).state === "up"), 5000);
   expect(member("TFix-??", t.vm).problem).toBeUndefined();
-  expect(failures.filter((f) => f.context === "attestation")).toEqual([]);
+  expect(harness.failures.filter((f) => f.context === "attestation")).toEqual([]);
 }, 180_000);

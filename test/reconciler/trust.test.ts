@@ -62,6 +62,16 @@ async function start(props: Partial<VmPoolProps>, service: ScriptedService, host
   );
 }
 
+/** alice takes `n` members; those on `host`, which the test needs some of. */
+async function heldOn(host: string, n: number): Promise<string[]> {
+  const vms = [];
+  for (let i = 0; i < n; i++) vms.push((await c!.reconciler.take(c!.pool, "alice")).vm);
+  await c!.reconciler.idle();
+  const on = vms.filter((vm) => c!.member(vm).host === host);
+  expect(on.length).toBeGreaterThan(0);
+  return on;
+}
+
 const hostOf = (cl: FakeCluster, name: string) => cl.reconciler.status().hosts.find((h) => h.name === name)!;
 
 describe("a trusted cluster", () => {
@@ -127,11 +137,7 @@ describe("a trusted cluster", () => {
   it('shuts held members down where the pool forbids migration (mode "none"), says why, and takes them back', async () => {
     const service = new ScriptedService();
     c = await start({ size: 4, maxVmsPerUser: 4, host: { migration: { mode: "none" } } }, service);
-    const takes = [];
-    for (let i = 0; i < 4; i++) takes.push(await c.reconciler.take(c.pool, "alice"));
-    await c.reconciler.idle();
-    const onH1 = takes.filter((t) => c!.member(t.vm).host === "h1").map((t) => t.vm);
-    expect(onH1.length).toBeGreaterThan(0);
+    const onH1 = await heldOn("h1", 4);
     service.set("h1", "untrusted", "OpenAttestation: trust_lvl untrusted");
     await until("members on h1 down", () => onH1.every((vm) => c!.member(vm).state === "shut off"), 5000);
     await c.reconciler.idle();
@@ -151,11 +157,7 @@ describe("a trusted cluster", () => {
   it("keeps held members running where their host's trust is only unconfirmed (unknown) and nothing can move", async () => {
     const service = new ScriptedService();
     c = await start({ size: 4, maxVmsPerUser: 4, host: { migration: { mode: "none" } } }, service);
-    const takes = [];
-    for (let i = 0; i < 4; i++) takes.push(await c.reconciler.take(c.pool, "alice"));
-    await c.reconciler.idle();
-    const onH1 = takes.filter((t) => c!.member(t.vm).host === "h1").map((t) => t.vm);
-    expect(onH1.length).toBeGreaterThan(0);
+    const onH1 = await heldOn("h1", 4);
     service.set("h1", "unreachable", "no answer within 5 s");
     await until("h1 non-operational", () => hostOf(c!, "h1").state === "non-operational", 2000);
     await c.reconciler.idle();

@@ -3,7 +3,7 @@
 // TPM-equipped agents), the client key given with --attestation-key. The host's trust shows in
 // `vmpools status` and the API's status; an agent that fails attestation makes the host Non
 // Operational (no take is served from it); serve's output never carries the key.
-import { execFile, spawn, type ChildProcess } from "node:child_process";
+import { execFile } from "node:child_process";
 import * as fs from "node:fs";
 import * as path from "node:path";
 import { promisify } from "node:util";
@@ -13,6 +13,7 @@ import { newToken } from "../../reconciler/api/auth";
 import { LIBVIRT_URI } from "../guest/guest";
 import { makeTestPki, startKeylimeVerifier, type KeylimeVerifier, type TestPki } from "../support/attestation";
 import { openQemuPools, until, type QemuPools } from "../support/qemu-pool";
+import { startServe, type ServeProcess } from "../support/serve-process";
 
 const BIN = path.join(__dirname, "../../bin/vmpools");
 const AGENT = "d432fbb3-d2f1-4a97-9ef7-75bd81c0a1b2";
@@ -23,8 +24,7 @@ let q: QemuPools;
 let pki: TestPki;
 let verifier: KeylimeVerifier;
 let plan: PoolPlan;
-let child: ChildProcess | undefined;
-let output = "";
+let serve: ServeProcess | undefined;
 let url: string;
 
 beforeAll(async () => {
@@ -56,37 +56,19 @@ beforeAll(async () => {
   await q.publishPolicy(plan);
   const key = path.join(q.dir, "keylime-client.key");
   fs.writeFileSync(key, pki.clientKeyPem, { mode: 0o600 });
-  child = spawn(
-    "node",
-    [
-      BIN,
-      "serve",
-      "--uri",
-      LIBVIRT_URI,
-      "--db",
-      path.join(q.dir, "serve.db"),
-      "--tokens",
-      path.join(q.dir, "tokens.json"),
-      "--listen",
-      "127.0.0.1:0",
-      "--pools",
-      plan.pool.name,
-      "--attestation-key",
-      `secure=${key}`,
-    ],
-    { stdio: ["ignore", "pipe", "pipe"] },
-  );
-  child.stdout!.setEncoding("utf8").on("data", (c: string) => (output += c));
-  child.stderr!.setEncoding("utf8").on("data", (c: string) => (output += c));
-  url = await until("serve reconciles", () => /reconciling .*API on (http:\/\/\S+)/.exec(output)?.[1], 30_000);
+  serve = await startServe({
+    uri: LIBVIRT_URI,
+    db: path.join(q.dir, "serve.db"),
+    tokens: path.join(q.dir, "tokens.json"),
+    pools: [plan.pool.name],
+    // Its stop would wait for the shut-down in flight (60 s for this VM): 2 s are enough here.
+    extra: ["--attestation-key", `secure=${key}`, "--drain-seconds", "2"],
+  });
+  url = serve.url;
 }, 120_000);
 
 afterAll(async () => {
-  if (child && child.exitCode === null) {
-    const exited = new Promise((r) => child!.once("exit", r));
-    child.kill("SIGTERM");
-    await exited;
-  }
+  await serve?.stop();
   await verifier?.close();
   await q?.close();
 }, 60_000);
@@ -141,7 +123,7 @@ test("an agent that fails attestation makes the host non-operational: no take, t
     10_000,
   );
   const keyBody = pki.clientKeyPem.split("\n").filter((l) => l && !l.startsWith("-----"))[0]!;
-  expect(output).not.toContain(keyBody);
+  expect(serve!.stdout() + serve!.stderr()).not.toContain(keyBody);
   verifier.setAgent(AGENT, { operational_state: 3, last_successful_attestation: Math.floor(Date.now() / 1000) + 1 });
   await until("localhost up again", async () => (await apiStatus()).hosts[0]?.state === "up", 5000);
 }, 60_000);
