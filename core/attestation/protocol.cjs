@@ -30,7 +30,6 @@
 //   good.
 // Reasons never hold a key or a request body; text taken from an answer is clipped and cleaned.
 "use strict";
-/* global Buffer, URL, setTimeout, clearTimeout -- Node globals the lint config does not list for .cjs */
 const http = require("node:http");
 const https = require("node:https");
 
