@@ -664,7 +664,7 @@ export class Reconciler extends EventEmitter<ReconcilerEventMap> {
           ? {
               trust: {
                 cluster: t.cluster,
-                service: t.service,
+                ...(t.service ? { service: t.service } : {}),
                 level: t.level,
                 reason: t.reason,
                 ...(t.checkedAtMs === undefined ? {} : { checkedAt: iso(t.checkedAtMs) }),
@@ -879,7 +879,6 @@ export class Reconciler extends EventEmitter<ReconcilerEventMap> {
       wanted.add(host);
       this.setTrust(host, {
         cluster,
-        service: "openattestation",
         level: "unknown",
         reason: "its attestation settings are unknown (no policy document of its pools has been read yet)",
         sinceMs: this.trust.get(host)?.sinceMs ?? now,

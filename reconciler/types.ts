@@ -159,7 +159,8 @@ export interface HostStatus extends HostView {
   /** For a host of a trusted cluster: its attestation, as last heard. */
   readonly trust?: {
     readonly cluster: string;
-    readonly service: "openattestation" | "keylime";
+    /** Absent while the cluster's attestation settings are unknown. */
+    readonly service?: "openattestation" | "keylime";
     readonly level: TrustLevel;
     readonly reason: string;
     /** ISO 8601: when this reconciler last heard a verdict; absent before the first. */

@@ -11,7 +11,8 @@ export type { TrustLevel, Verdict };
 export interface HostTrust {
   /** The trusted cluster the host belongs to. */
   readonly cluster: string;
-  readonly service: AttestationSettings["type"];
+  /** The service; undefined while the cluster's settings are unknown. */
+  readonly service?: AttestationSettings["type"];
   readonly level: TrustLevel;
   readonly reason: string;
   /** When this reconciler last heard a verdict (ms since the epoch); undefined: not yet. */
@@ -45,7 +46,12 @@ export function notAttestedYet(settings: AttestationSettings, nowMs: number): Ho
  * old PASS must not bring back a host that failed since.
  */
 export function nextTrust(prev: HostTrust, verdict: Verdict, nowMs: number): HostTrust {
-  const base = { cluster: prev.cluster, service: prev.service, checkedAtMs: nowMs, attestedAt: verdict.attestedAt };
+  const base = {
+    cluster: prev.cluster,
+    ...(prev.service ? { service: prev.service } : {}),
+    checkedAtMs: nowMs,
+    attestedAt: verdict.attestedAt,
+  };
   if (verdict.level === "trusted" && prev.level !== "trusted" && prev.checkedAtMs !== undefined) {
     const attestedMs = verdict.attestedAt === undefined ? NaN : Date.parse(verdict.attestedAt);
     if (Number.isFinite(attestedMs) && attestedMs <= prev.sinceMs) {
@@ -64,7 +70,8 @@ export function nextTrust(prev: HostTrust, verdict: Verdict, nowMs: number): Hos
 /** Why a host is out of service for its trust, or undefined when it is trusted. */
 export function untrustedReason(t: HostTrust): string | undefined {
   if (t.level === "trusted") return undefined;
-  return `not trusted (${t.level}) by ${SERVICE_WORDS[t.service]} of trusted cluster ${t.cluster}: ${t.reason}`;
+  const service = t.service === undefined ? "the attestation service" : SERVICE_WORDS[t.service];
+  return `not trusted (${t.level}) by ${service} of trusted cluster ${t.cluster}: ${t.reason}`;
 }
 
 /**

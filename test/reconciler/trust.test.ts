@@ -196,7 +196,9 @@ describe("a trusted cluster", () => {
     expect(service.polls).toBe(0);
     for (const h of ["h1", "h2"]) {
       expect(hostOf(c, h)).toMatchObject({ state: "non-operational", trust: { cluster: "secure", level: "unknown" } });
-      expect(hostOf(c, h).reason).toMatch(/attestation settings are unknown/);
+      expect(hostOf(c, h).reason).toBe(
+        "not trusted (unknown) by the attestation service of trusted cluster secure: its attestation settings are unknown (no policy document of its pools has been read yet)",
+      );
     }
     expect(c.reconciler.status().pools[0]!.members.filter((m) => m.state === "running")).toEqual([]);
     await expect(c.reconciler.take(c.pool, "alice")).rejects.toThrow();
