@@ -180,6 +180,15 @@ function parseAttestation(e: XmlElement | undefined): AttestationSettings | unde
   const type = a.type === "keylime" || a.type === "openattestation" ? a.type : undefined;
   const n = (v: string | undefined) => (v === undefined ? 0 : Number(v));
   if (!type || !a.cluster || !a.url || !a.intervalMs || !a.timeoutMs) return undefined;
+  // Numbers as TrustedClusterConfig allows them; a document with others is not trusted to poll
+  // (it would poll every millisecond, or never time out): its hosts stay out of service.
+  const within = (v: string | undefined, min: number, max: number) => {
+    const x = Number(v);
+    return Number.isFinite(x) && x >= min && x <= max;
+  };
+  if (!within(a.intervalMs, 100, 3_600_000) || !within(a.timeoutMs, 100, 300_000)) return undefined;
+  if (type === "openattestation" && (!within(a.firstStage, 1, 1000) || !within(a.batch, 1, 1000))) return undefined;
+  if (type === "keylime" && !within(a.maxAgeSeconds, 1, 86400)) return undefined;
   const part = (name: string) => childElements(e).find((c) => localName(c.name) === name);
   return {
     cluster: a.cluster,

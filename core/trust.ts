@@ -168,12 +168,34 @@ export class TrustedClusterConfig implements TrustedClusterLike {
     const a = p.attestation;
     const hosts = Array.isArray(p.hosts) ? p.hosts : [];
     if (hosts.length === 0) errors.add("hosts", p.hosts, "needs at least one host: [{ name, uri }]");
-    const names = new Set<string>();
+    // Host names are compared without case (DNS names are; a verdict for "KVM1" must not count
+    // for "kvm1"), as are OpenAttestation's names for them; Keylime's agent ids exactly.
+    const names = new Map<string, number>();
+    const ids = new Map<string, number>();
     hosts.forEach((h, i) => {
+      let nameTwice = false;
       if (typeof h?.name !== "string" || !SIMPLE_NAME.test(h.name))
         errors.add(`hosts[${i}].name`, h?.name, "must be letters, digits, '.', '_' or '-'");
-      else if (names.has(h.name)) errors.add(`hosts[${i}].name`, h.name, "is listed twice; host names must be unique");
-      names.add(h?.name);
+      else if (names.has(h.name.toLowerCase())) {
+        nameTwice = true;
+        errors.add(
+          `hosts[${i}].name`,
+          h.name,
+          `is listed twice (as hosts[${names.get(h.name.toLowerCase())}], case aside); host names must be unique`,
+        );
+      } else names.set(h.name.toLowerCase(), i);
+      const id = typeof h?.attestationId === "string" ? h.attestationId : h?.name;
+      if (typeof id === "string" && !nameTwice) {
+        const key = a?.type === "keylime" ? id : id.toLowerCase();
+        const other = ids.get(key);
+        if (other !== undefined) {
+          errors.add(
+            `hosts[${i}].attestationId`,
+            id,
+            `is also hosts[${other}]'s name at the attestation service: one verdict would count for both`,
+          );
+        } else ids.set(key, i);
+      }
       if (typeof h?.uri !== "string" || !/^[a-z][a-z0-9+]*:\/\//.test(h.uri))
         errors.add(`hosts[${i}].uri`, h?.uri, 'must be a libvirt URI such as "qemu+ssh://root@host1/system"');
       if (

@@ -103,7 +103,11 @@ export class Actuator {
         return undefined;
       }
       try {
+        // The host may go out of service between the claim and the answer (an attestation
+        // verdict, say): nothing is started or handed out there.
+        this.requireUsableHost(vm, "before it started");
         const started = await this.startIfDown(vm);
+        this.requireUsableHost(vm, "while it started");
         await claimQueueOf(this.store).complete(intentId);
         // The holder mark is written right after this, on the member's queue, when its queue
         // runs empty (see the reconciler's onMemberIdle): it is for plan-time tools, which can
@@ -118,6 +122,13 @@ export class Actuator {
         throw new VmStartError(pool, vm, message(e));
       }
     });
+  }
+
+  private requireUsableHost(vm: string, when: string): void {
+    const host = this.o.inventory.hostOf(vm);
+    if (this.o.cluster.picture().usable(host)) return;
+    const v = this.o.cluster.view(host);
+    throw new Error(`its host ${host} went ${v.state} ${when} (${v.reason ?? ""}); take again`);
   }
 
   /** Returns a held member; `holder` is who held it when asked (someone else may have returned it since). */

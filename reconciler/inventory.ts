@@ -272,9 +272,9 @@ export class Inventory {
     if (uuid !== undefined) this.systemVolumes.set(uuid, volume);
   }
 
-  /** The attestation settings in the pools' policy documents (pools on trusted clusters). */
-  attestationSettings(): AttestationSettings[] {
-    return [...this.policyDocuments.values()].flatMap((d) => (d.attestation ? [d.attestation] : []));
+  /** The attestation settings of a pool's policy document (a pool on a trusted cluster). */
+  attestationOf(pool: string): AttestationSettings | undefined {
+    return this.policyDocuments.get(pool)?.attestation;
   }
 
   /** The last policy documents read, from the store: the policy before anything acts on it. */

@@ -14,6 +14,7 @@ import {
   trustedClusters,
   untrustedReason,
   type HostTrust,
+  type PoolTrustFacts,
   type Verdict,
 } from "./cluster/trust";
 import type { AttestationSettings } from "../core/trust";
@@ -154,6 +155,8 @@ export class Reconciler extends EventEmitter<ReconcilerEventMap> {
         }
         // A member a maintenance migrated away goes home once it is down and free again.
         if (this.running && last !== "migrate") this.moveHomeIfAway(vm);
+        // Its host lost trust while it was busy (a take's start, a migration onto it): handled now.
+        if (this.running) this.leaveIfUntrusted(vm);
       },
       onFailure: (context, error, vm) => {
         // Background work on a member an engine destroyed meanwhile: nothing failed.
@@ -861,28 +864,30 @@ export class Reconciler extends EventEmitter<ReconcilerEventMap> {
    * are unknown keeps its hosts out of service.
    */
   private updateAttestation(): void {
-    const policies = [...this.inventory.pools().values()].map((p) => p.policy);
-    const documents = this.inventory.attestationSettings();
-    const { settings, unattested } = trustedClusters([...policies, ...documents.map(asPolicy)]);
+    const { settings, pinned } = trustedClusters(this.poolTrustFacts());
     const now = this.clock();
     const wanted = new Set<string>();
-    for (const s of settings.values()) {
-      for (const h of s.hosts) {
-        if (!this.cluster.has(h.name)) continue;
-        wanted.add(h.name);
-        const t = this.trust.get(h.name);
-        if (!t || t.cluster !== s.cluster || t.service !== s.type) this.setTrust(h.name, notAttestedYet(s, now));
-      }
-    }
-    for (const [host, cluster] of unattested) {
+    for (const [host, p] of pinned) {
       if (!this.cluster.has(host)) continue;
       wanted.add(host);
+      const t = this.trust.get(host);
+      if (t?.pinned && t.reason === p.reason) continue;
       this.setTrust(host, {
-        cluster,
+        cluster: p.cluster,
         level: "unknown",
-        reason: "its attestation settings are unknown (no policy document of its pools has been read yet)",
-        sinceMs: this.trust.get(host)?.sinceMs ?? now,
+        reason: p.reason,
+        sinceMs: t?.sinceMs ?? now,
+        pinned: true,
       });
+    }
+    for (const s of settings.values()) {
+      for (const h of s.hosts) {
+        if (!this.cluster.has(h.name) || pinned.has(h.name)) continue;
+        wanted.add(h.name);
+        const t = this.trust.get(h.name);
+        if (!t || t.pinned || t.cluster !== s.cluster || t.service !== s.type)
+          this.setTrust(h.name, notAttestedYet(s, now));
+      }
     }
     for (const host of [...this.trust.keys()]) {
       if (wanted.has(host)) continue;
@@ -890,6 +895,31 @@ export class Reconciler extends EventEmitter<ReconcilerEventMap> {
       this.cluster.setUnfit(host, undefined);
     }
     this.attestation.update(settings);
+  }
+
+  /**
+   * Every pool with members: whether anything marks it trusted (its members' metadata or its
+   * document), the hosts it may run on and those its members are on, and its document's settings.
+   */
+  private poolTrustFacts(): PoolTrustFacts[] {
+    const flagged = new Set<string>();
+    const memberHosts = new Map<string, Set<string>>();
+    for (const r of this.inventory.all()) {
+      if (r.metadata.trusted) flagged.add(r.metadata.pool);
+      const hosts = memberHosts.get(r.metadata.pool) ?? new Set<string>();
+      hosts.add(r.host);
+      memberHosts.set(r.metadata.pool, hosts);
+    }
+    return [...this.inventory.pools().values()].map((p) => {
+      const attestation = this.inventory.attestationOf(p.name);
+      return {
+        pool: p.name,
+        cluster: p.policy.cluster,
+        trusted: flagged.has(p.name) || p.policy.trusted === true || attestation !== undefined,
+        hosts: [...new Set([...p.policy.allowedHosts, ...(memberHosts.get(p.name) ?? [])])],
+        ...(attestation ? { attestation } : {}),
+      };
+    });
   }
 
   /**
@@ -901,7 +931,7 @@ export class Reconciler extends EventEmitter<ReconcilerEventMap> {
     let changed = false;
     for (const v of verdicts) {
       const prev = this.trust.get(v.host);
-      if (!prev || prev.cluster !== settings.cluster) continue;
+      if (!prev || prev.pinned || prev.cluster !== settings.cluster) continue;
       const next = nextTrust(prev, v, now);
       this.setTrust(v.host, next);
       if (prev.level === next.level) continue;
@@ -918,6 +948,15 @@ export class Reconciler extends EventEmitter<ReconcilerEventMap> {
   private setTrust(host: string, t: HostTrust): void {
     this.trust.set(host, t);
     this.cluster.setUnfit(host, untrustedReason(t));
+  }
+
+  /** A member on a host that is not trusted now: what leaveUntrusted does with it. */
+  private leaveIfUntrusted(vm: string): void {
+    const record = this.inventory.member(vm);
+    const t = record && this.trust.get(record.host);
+    const why = t && untrustedReason(t);
+    if (!record || !t || why === undefined || !this.actsOnHost(record.host)) return;
+    this.leaveUntrusted(record, { trust: t, why }, this.cluster.picture());
   }
 
   /** Hosts of trusted clusters that are not trusted now, with their trust and why. */
@@ -970,6 +1009,8 @@ export class Reconciler extends EventEmitter<ReconcilerEventMap> {
       .then(() => undefined)
       .catch((e: unknown) => {
         if (e instanceof MigrationRefusedError) return stop(`not migrated, ${e.reason}`);
+        // A migration that failed leaves it where it may not stay: as if it could not move.
+        stop(`its migration to ${to} failed (${message(e)})`);
         throw e;
       });
     this.work.track("untrusted migration", migration, r.name);
@@ -1046,13 +1087,6 @@ const HOST_STATE_WORDS: Readonly<Record<HostState, string>> = {
   "non-operational": "non-operational",
   unreachable: "unreachable",
 };
-
-/** A policy document's attestation settings, in the shape trustedClusters reads. */
-const asPolicy = (attestation: AttestationSettings) => ({
-  cluster: attestation.cluster,
-  allowedHosts: [] as readonly string[],
-  attestation,
-});
 
 interface HostHandlers {
   readonly lifecycle: (e: LifecycleEvent) => void;

@@ -33,6 +33,7 @@ export interface AttestationMonitorOptions {
 export class AttestationMonitor {
   private readonly pollers = new Map<string, Poller>();
   private readonly settings = new Map<string, AttestationSettings>();
+  private readonly warnedKeys = new Set<string>();
 
   constructor(private readonly o: AttestationMonitorOptions) {}
 
@@ -41,6 +42,14 @@ export class AttestationMonitor {
    * changed settings restart, clusters no pool names any more stop.
    */
   update(clusters: ReadonlyMap<string, AttestationSettings>): void {
+    for (const name of this.o.clientKeys?.keys() ?? []) {
+      if (clusters.has(name) || this.warnedKeys.has(name)) continue;
+      this.warnedKeys.add(name);
+      const known = [...clusters.keys()];
+      this.o.onWarning?.(
+        `--attestation-key ${name}: no trusted cluster of the pools is named so (${known.length > 0 ? `they name ${known.join(", ")}` : "none is deployed"})`,
+      );
+    }
     for (const [name, p] of this.pollers) {
       const s = clusters.get(name);
       if (!s || JSON.stringify(s) !== p.key) this.stopPoller(name);
@@ -72,6 +81,17 @@ export class AttestationMonitor {
 
   private poll(name: string, p: Poller): void {
     const s = this.settings.get(name)!;
+    // A cycle that takes much longer than its requests may (a verifier without bulk, a service
+    // that trickles): trust must not outlive what was last heard.
+    const limitMs = 2 * (s.pollIntervalMs + s.requestTimeoutMs);
+    const watchdog = setTimeout(() => {
+      if (p.stopped) return;
+      const reason = `no verdict for ${Math.round(limitMs / 1000)} s: the service has not finished answering this poll`;
+      this.o.onVerdicts(
+        s,
+        s.hosts.map((h) => ({ host: h.name, level: "unreachable", reason })),
+      );
+    }, limitMs);
     // The next cycle starts an interval after this one ends: a slow service is never asked twice at once.
     p.cycle = p.client
       .attest()
@@ -80,6 +100,7 @@ export class AttestationMonitor {
       })
       .catch((e: unknown) => this.o.onError(e instanceof Error ? e : new Error(String(e))))
       .finally(() => {
+        clearTimeout(watchdog);
         p.cycle = undefined;
         if (!p.stopped) p.timer = setTimeout(() => this.poll(name, p), s.pollIntervalMs);
       });

@@ -208,6 +208,26 @@ describe("OpenAttestation", () => {
     );
   });
 
+  it("refuses host names that differ only in case, and two hosts with one name at the service", () => {
+    const e = refusal({
+      name: "c",
+      hosts: [
+        { name: "kvm1", uri: "qemu:///system" },
+        { name: "KVM1", uri: "qemu:///system" },
+        { name: "kvm2", uri: "qemu:///system", attestationId: "Kvm1" },
+      ],
+      attestation: { type: "openattestation", secureConnection: false },
+    });
+    expect(e.issues.map((i) => [i.prop, i.value, i.message])).toEqual([
+      ["hosts[1].name", "KVM1", "is listed twice (as hosts[0], case aside); host names must be unique"],
+      [
+        "hosts[2].attestationId",
+        "Kvm1",
+        "is also hosts[0]'s name at the attestation service: one verdict would count for both",
+      ],
+    ]);
+  });
+
   it("lists every bad setting at once, with its value and the fix", () => {
     const e = refusal({
       name: "bad name",
@@ -251,7 +271,7 @@ describe("OpenAttestation", () => {
     ]);
     const by = (prop: string) => issue(e, prop)!.message;
     expect(by("name")).toBe("must be letters, digits, '.', '_' or '-', e.g. \"trusted\"");
-    expect(by("hosts[1].name")).toBe("is listed twice; host names must be unique");
+    expect(by("hosts[1].name")).toBe("is listed twice (as hosts[0], case aside); host names must be unique");
     expect(by("hosts[2].name")).toBe("must be letters, digits, '.', '_' or '-'");
     expect(by("hosts[2].uri")).toBe('must be a libvirt URI such as "qemu+ssh://root@host1/system"');
     expect(by("hosts[3].attestationId")).toBe("must be a name without spaces or commas");

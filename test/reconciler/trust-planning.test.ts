@@ -7,6 +7,7 @@ import {
   trustedClusters,
   untrustedReason,
   type HostTrust,
+  type PoolTrustFacts,
 } from "../../reconciler/cluster/trust";
 
 const SETTINGS: AttestationSettings = {
@@ -92,14 +93,74 @@ describe("nextTrust", () => {
 });
 
 describe("trustedClusters", () => {
-  it("collects each cluster's settings, and flags hosts of trusted pools whose settings are unknown", () => {
-    const { settings, unattested } = trustedClusters([
-      { cluster: "secure", allowedHosts: [], attestation: SETTINGS },
-      { cluster: "secure", trusted: true, allowedHosts: ["h1", "h2"] },
-      { cluster: "other", trusted: true, allowedHosts: ["h7"] },
-      { cluster: "plain", allowedHosts: ["h9"] },
+  const facts = (pool: string, o: Partial<PoolTrustFacts> = {}): PoolTrustFacts => ({
+    pool,
+    cluster: "secure",
+    trusted: true,
+    hosts: ["h1", "h2"],
+    ...o,
+  });
+
+  it("polls each cluster's settings and keeps hosts out of service where they cannot vouch for them", () => {
+    const { settings, pinned } = trustedClusters([
+      facts("A", { attestation: SETTINGS }),
+      facts("B"),
+      facts("C", { cluster: "other", hosts: ["h7"] }),
+      facts("D", { cluster: "plain", trusted: false, hosts: ["h9"] }),
     ]);
     expect([...settings.keys()]).toEqual(["secure"]);
-    expect([...unattested]).toEqual([["h7", "other"]]);
+    expect([...pinned]).toEqual([
+      [
+        "h7",
+        {
+          cluster: "other",
+          reason: "its attestation settings are unknown (no policy document of its pools that carries them has been read)",
+        },
+      ],
+    ]);
+  });
+
+  it("stays trusted when a document without settings says otherwise: any source marking a pool trusted counts", () => {
+    // The reconciler passes trusted: true when a member's metadata says so, whatever the document.
+    const { pinned } = trustedClusters([facts("A", { trusted: true, hosts: ["h1", "h2"] })]);
+    expect([...pinned.keys()]).toEqual(["h1", "h2"]);
+  });
+
+  it("keeps hosts with members of a trusted pool out of service when the cluster does not list them (other case, cluster shrunk)", () => {
+    const { pinned } = trustedClusters([facts("A", { attestation: SETTINGS, hosts: ["h1", "H2", "h3"] })]);
+    expect([...pinned.keys()]).toEqual(["H2", "h3"]);
+    expect(pinned.get("H2")!.reason).toBe(
+      "it has members of trusted pool A, but trusted cluster secure does not list it (it lists h1, h2): name the host alike in serve --host and the cluster's hosts",
+    );
+  });
+
+  it("polls nothing for a cluster whose pools' documents disagree", () => {
+    const other = { ...SETTINGS, url: "https://old-verifier:8881" };
+    const { settings, pinned } = trustedClusters([
+      facts("A", { attestation: SETTINGS }),
+      facts("B", { attestation: other }),
+    ]);
+    expect(settings.size).toBe(0);
+    expect(pinned.get("h1")!.reason).toBe(
+      "the policy documents of its pools disagree on how to attest it (A / B): deploy them again",
+    );
+  });
+
+  it("keeps a host listed by two trusted clusters out of service", () => {
+    const second = { ...SETTINGS, cluster: "second", hosts: [{ name: "h2", attestationId: "x" }] };
+    const { settings, pinned } = trustedClusters([
+      facts("A", { attestation: SETTINGS }),
+      facts("B", { cluster: "second", hosts: ["h2"], attestation: second }),
+    ]);
+    expect([...settings.keys()].sort()).toEqual(["second", "secure"]);
+    expect([...pinned]).toEqual([
+      [
+        "h2",
+        {
+          cluster: "secure+second",
+          reason: "it is listed by two trusted clusters (secure, second); a host belongs to one",
+        },
+      ],
+    ]);
   });
 });

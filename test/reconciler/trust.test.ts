@@ -5,9 +5,17 @@
 // trusted; a host losing trust stops its free members, migrates held ones where the pool allows
 // and shuts them down where not; it is Up again only after a fresh trusted verdict.
 import type { AttestationClient, Verdict } from "../../core/attestation/protocol.cjs";
-import { TrustedClusterConfig, type AttestationSettings, type VmPoolProps } from "../../core";
+import {
+  TrustedClusterConfig,
+  planPool,
+  policyVolumeName,
+  type AttestationSettings,
+  type VmPoolProps,
+} from "../../core";
 import { formatStatus } from "../../reconciler/cli";
 import { startFakeCluster, fakeUri, type FakeCluster } from "../support/fake-cluster";
+import { STORAGE_POOL } from "../support/fake-pool";
+import { validProps } from "../support/fixtures";
 import { until } from "../support/qemu-pool";
 
 let c: FakeCluster | undefined;
@@ -20,6 +28,8 @@ afterEach(async () => {
 class ScriptedService {
   readonly verdicts = new Map<string, Omit<Verdict, "host">>();
   polls = 0;
+  /** While set, a poll never answers (a service that accepts and trickles). */
+  hang = false;
   settings?: AttestationSettings;
   set(host: string, level: Verdict["level"], reason = `scripted ${level}`, attestedAt?: string): void {
     this.verdicts.set(host, { level, reason, ...(attestedAt ? { attestedAt } : {}) });
@@ -29,6 +39,7 @@ class ScriptedService {
     return {
       attest: async () => {
         this.polls++;
+        while (this.hang) await new Promise((r) => setTimeout(r, 20));
         return settings.hosts.map((h) => ({
           host: h.name,
           ...(this.verdicts.get(h.name) ?? { level: "trusted" as const, reason: "trusted" }),
@@ -51,6 +62,7 @@ function trustedCluster(hosts: number): TrustedClusterConfig {
     // Plain HTTP: these tests never reach a server (the scripted client answers).
     attestation: { type: "openattestation", server: "oat.example.com", secureConnection: false },
     pollIntervalSeconds: 0.1,
+    requestTimeoutSeconds: 0.4,
   });
 }
 
@@ -170,6 +182,119 @@ describe("a trusted cluster", () => {
     await until("members on h1 down", () => onH1.every((vm) => c!.member(vm).state === "shut off"), 5000);
   });
 
+  it("hands out nothing when the host loses trust while a take starts its member; the member does not stay up there", async () => {
+    const service = new ScriptedService();
+    c = await start(
+      { size: 2, maxVmsPerUser: 2, host: { startRunningOn: { hosts: ["h1"] }, migration: { mode: "none" } } },
+      service,
+    );
+    const gate = c.hosts.get("h1")!.pauseNext("start");
+    const take = c.reconciler.take(c.pool, "alice").catch((e: unknown) => e);
+    await gate.reached;
+    service.set("h1", "untrusted", "OpenAttestation: trust_lvl untrusted");
+    await until("h1 non-operational", () => hostOf(c!, "h1").state === "non-operational", 2000);
+    gate.release();
+    expect(await take).toBeInstanceOf(Error);
+    expect(String(await take)).toMatch(/its host h1 went non-operational while it started/);
+    await c.reconciler.idle();
+    expect(c.reconciler.status().users.alice ?? []).toEqual([]);
+    await until(
+      "nothing up on h1",
+      () => c!.reconciler.status().pools[0]!.members.every((m) => m.state === "shut off"),
+      5000,
+    );
+  });
+
+  it("shuts a held member down when its migration off an untrusted host fails", async () => {
+    const service = new ScriptedService();
+    c = await start({ size: 8, maxVmsPerUser: 8, host: { migration: { mode: "manual-and-automatic" } } }, service);
+    const onH1 = await heldOn("h1", 4);
+    c.hosts.get("h1")!.failNext("migrate", { times: Infinity });
+    service.set("h1", "untrusted", "OpenAttestation: trust_lvl untrusted");
+    await until("members on h1 down", () => onH1.every((vm) => c!.member(vm).state === "shut off"), 5000);
+    for (const vm of onH1)
+      expect(c.member(vm).problem).toMatch(/^shut down on h1, its migration to h2 failed \(.*injected failure/);
+  });
+
+  it("keeps hosts out of service when one host's copy of the policy document has no attestation settings", async () => {
+    const service = new ScriptedService();
+    c = await start({ size: 4, prestarted: 2 }, service);
+    // h2's copy as if from a deploy without the trusted cluster: the members still say trusted.
+    const plain = planPool(
+      validProps({
+        name: "Cl-???",
+        size: 4,
+        prestarted: 2,
+        cluster: {
+          name: "secure",
+          hosts: [
+            { name: "h1", uri: fakeUri("h1") },
+            { name: "h2", uri: fakeUri("h2") },
+          ],
+        },
+      }),
+    );
+    c.hosts.get("h2")!.uploadVolume(STORAGE_POOL, policyVolumeName(c.pool, "h2"), plain.policy.xml);
+    c.hosts.get("h1")!.uploadVolume(STORAGE_POOL, policyVolumeName(c.pool, "h1"), plain.policy.xml);
+    await c.reconciler.resync();
+    await c.reconciler.idle();
+    for (const h of ["h1", "h2"]) {
+      expect(hostOf(c, h).state).toBe("non-operational");
+      expect(hostOf(c, h).reason).toMatch(/attestation settings are unknown/);
+    }
+    expect(c.reconciler.status().pools[0]!.members.filter((m) => m.state === "running")).toEqual([]);
+  });
+
+  it("keeps a host with members of the trusted pool out of service when the cluster does not list it (named otherwise)", async () => {
+    const service = new ScriptedService();
+    // The cluster lists h1 only; the pool's members are on h1 and h2 (as after a shrink, or
+    // when serve names a host otherwise than the cluster does).
+    const shrunk = new TrustedClusterConfig({
+      name: "secure",
+      hosts: [{ name: "h1", uri: fakeUri("h1") }],
+      attestation: { type: "openattestation", server: "oat.example.com", secureConnection: false },
+      pollIntervalSeconds: 0.1,
+    });
+    c = await start({ size: 4, prestarted: 2 }, service);
+    const plan = planPool(validProps({ name: "Cl-???", size: 4, prestarted: 2, cluster: shrunk }));
+    for (const h of ["h1", "h2"])
+      c.hosts.get(h)!.uploadVolume(STORAGE_POOL, policyVolumeName(c.pool, h), plan.policy.xml);
+    await c.reconciler.resync();
+    await c.reconciler.idle();
+    expect(hostOf(c, "h1").state).toBe("up");
+    expect(hostOf(c, "h2")).toMatchObject({ state: "non-operational" });
+    expect(hostOf(c, "h2").reason).toMatch(
+      /it has members of trusted pool Cl-\?\?\?, but trusted cluster secure does not list it \(it lists h1\)/,
+    );
+    const running = c.reconciler.status().pools[0]!.members.filter((m) => m.state === "running");
+    expect(running.map((m) => m.host)).toEqual(["h1", "h1"]);
+  });
+
+  it("takes a host out of service when its service stops answering mid-poll (no verdict for twice interval + time limit)", async () => {
+    const service = new ScriptedService();
+    c = await start({ size: 2 }, service);
+    expect(hostOf(c, "h1").state).toBe("up");
+    service.hang = true;
+    await until("h1 non-operational", () => hostOf(c!, "h1").state === "non-operational", 3000);
+    expect(hostOf(c, "h1").reason).toMatch(
+      /\(unreachable\) .*no verdict for 1 s: the service has not finished answering this poll/,
+    );
+    service.hang = false;
+    await until("h1 up", () => hostOf(c!, "h1").state === "up", 3000);
+  });
+
+  it("warns about a client key for a cluster no pool names", async () => {
+    const service = new ScriptedService();
+    c = await startFakeCluster(
+      2,
+      { cluster: trustedCluster(2), size: 2 },
+      { publishPolicy: true, attestation: { createClient: service.client, clientKeys: new Map([["Secure", "k"]]) } },
+    );
+    expect(c.warnings).toContain(
+      "--attestation-key Secure: no trusted cluster of the pools is named so (they name secure)",
+    );
+  });
+
   it("is Up again only after a fresh trusted verdict", async () => {
     const service = new ScriptedService();
     c = await start({ size: 2 }, service);
@@ -197,7 +322,7 @@ describe("a trusted cluster", () => {
     for (const h of ["h1", "h2"]) {
       expect(hostOf(c, h)).toMatchObject({ state: "non-operational", trust: { cluster: "secure", level: "unknown" } });
       expect(hostOf(c, h).reason).toBe(
-        "not trusted (unknown) by the attestation service of trusted cluster secure: its attestation settings are unknown (no policy document of its pools has been read yet)",
+        "not trusted (unknown) by the attestation service of trusted cluster secure: its attestation settings are unknown (no policy document of its pools that carries them has been read)",
       );
     }
     expect(c.reconciler.status().pools[0]!.members.filter((m) => m.state === "running")).toEqual([]);
