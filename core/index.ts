@@ -16,6 +16,7 @@ export { describePlan } from "./summary";
 export {
   TrustedClusterConfig,
   isTrustedClusterLike,
+  uncheckedTrustedCluster,
   OPEN_ATTESTATION_DEFAULTS,
   OPEN_ATTESTATION_BATCH_SIZE,
   type TrustedClusterProps,

@@ -13,7 +13,7 @@ import { createPrivateKey, X509Certificate } from "node:crypto";
 import { readFileSync } from "node:fs";
 import { resolve } from "node:path";
 import * as forge from "node-forge";
-import { IssueCollector } from "./errors";
+import { IssueCollector, type SpecIssue } from "./errors";
 import type { HostRef } from "./spec";
 
 /** oVirt's engine-config defaults (seed: "OpenAttestation Settings for engine-config"). */
@@ -356,6 +356,24 @@ export function isTrustedClusterLike(v: unknown): v is TrustedClusterLike {
   return (
     typeof v === "object" && v !== null && (v as TrustedClusterLike).trustedCluster instanceof TrustedClusterConfig
   );
+}
+
+/**
+ * For the engines: a pool's trusted cluster that should be checked at plan time but is not the
+ * engine's own construct (which adds the check) — a bare TrustedClusterConfig, or the other
+ * engine's — would silently skip the check. The issue names the construct to use.
+ */
+export function uncheckedTrustedCluster(
+  cluster: unknown,
+  isEngineConstruct: boolean,
+  example: string,
+): SpecIssue | undefined {
+  if (!isTrustedClusterLike(cluster) || isEngineConstruct || !cluster.trustedCluster.checkAtPlan) return undefined;
+  return {
+    prop: "cluster",
+    value: `trusted cluster ${cluster.trustedCluster.name}`,
+    message: `is not this engine's TrustedCluster, so the plan would not check the hosts' attestation: give ${example} (same props), or set checkAtPlan: false`,
+  };
 }
 
 /** The certificates of a PEM text, normalized (one per block, "\n" line ends); undefined when none. */

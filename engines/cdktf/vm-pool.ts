@@ -1,7 +1,16 @@
 import { Annotations, TerraformOutput, TerraformStack } from "cdktf";
 import { Construct } from "constructs";
 import { createHash } from "node:crypto";
-import { planPool, configDiskOf, type PoolPlan, type VmPlan, type HostRef, type VmPoolProps } from "../../core";
+import {
+  planPool,
+  configDiskOf,
+  PoolSpecError,
+  uncheckedTrustedCluster,
+  type PoolPlan,
+  type VmPlan,
+  type HostRef,
+  type VmPoolProps,
+} from "../../core";
 import { buildConfigMedia } from "../../core/media";
 import { DataExternal } from "../../providers/gen/providers/external/data-external";
 import { firstStoragePool, policyVolume } from "../libvirt-provider/attributes";
@@ -11,6 +20,7 @@ import { claimLogicalId, reserveName, terraformName } from "./addresses";
 import { POOL_ASSET_DIR, POOL_FILE_SUFFIX, StackPoolFiles, type PoolAsset } from "./pool-files";
 import { memberJson, type JsonObject, type MemberIds } from "./terraform-json";
 import { claimRecordedPlacement, notePlacement, placementRecordPath } from "./placement";
+import { TrustedCluster } from "./trusted-cluster";
 
 export type { VmPoolProps } from "../../core";
 
@@ -63,6 +73,12 @@ export class VmPool extends Construct {
 
   constructor(scope: Construct, id: string, props: VmPoolProps & VmPoolRecordProps) {
     super(scope, id);
+    const unchecked = uncheckedTrustedCluster(
+      props.cluster,
+      props.cluster instanceof TrustedCluster,
+      'new TrustedCluster(stack, "Secure", props) from vmpools/cdktf',
+    );
+    if (unchecked) throw new PoolSpecError(`VmPool ${this.node.path}`, [unchecked]);
     const recordFile = placementRecordPath(this, props.placementRecordPath);
     const placement = recordFile === undefined ? {} : claimRecordedPlacement(this, recordFile, props.name);
     this.plan = planPool(props, `VmPool ${this.node.path}`, { placement });

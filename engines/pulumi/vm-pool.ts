@@ -3,7 +3,16 @@ import { execFile } from "node:child_process";
 import { createHash, randomBytes } from "node:crypto";
 import { chmodSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { isAbsolute, join, resolve } from "node:path";
-import { configDiskOf, planPool, type HostRef, type PoolPlan, type VmPlan, type VmPoolProps } from "../../core";
+import {
+  configDiskOf,
+  planPool,
+  PoolSpecError,
+  uncheckedTrustedCluster,
+  type HostRef,
+  type PoolPlan,
+  type VmPlan,
+  type VmPoolProps,
+} from "../../core";
 import { buildConfigMedia } from "../../core/media";
 import {
   hasMediaVolume,
@@ -88,6 +97,12 @@ export class VmPool extends pulumi.ComponentResource {
 
   constructor(name: string, props: VmPoolProps, opts: VmPoolOptions = {}) {
     // Validated before anything is registered.
+    const unchecked = uncheckedTrustedCluster(
+      props.cluster,
+      props.cluster instanceof TrustedCluster,
+      'new TrustedCluster("secure", props) from vmpools/pulumi',
+    );
+    if (unchecked) throw new PoolSpecError(`VmPool ${name}`, [unchecked]);
     const recordFile = placementRecordFile(opts.placementRecordPath);
     const record = recordFile === undefined ? {} : readPlacementRecord(recordFile);
     const plan = planPool(props, `VmPool ${name}`, { placement: record[props.name] ?? {} });

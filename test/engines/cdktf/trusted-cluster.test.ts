@@ -7,7 +7,7 @@ import { execFileSync, spawnSync } from "node:child_process";
 import { mkdtempSync, readdirSync, readFileSync, rmSync, statSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, relative } from "node:path";
-import { parsePolicyDocument, PoolSpecError, type TrustedClusterProps } from "../../../core";
+import { parsePolicyDocument, PoolSpecError, TrustedClusterConfig, type TrustedClusterProps } from "../../../core";
 import { readStackDir, TrustedCluster, VmPool } from "../../../engines/cdktf";
 import { makeTestPki, type TestPki } from "../../support/attestation/pki";
 import { validProps } from "../../support/fixtures";
@@ -177,6 +177,17 @@ describe("TrustedCluster (cdktf)", () => {
     expect(error).toBeInstanceOf(PoolSpecError);
     expect((error as Error).message).toContain('attestation.truststorePassword = "<redacted>"');
     expect((error as Error).message).not.toContain("Not-The-0ne");
+  });
+
+  it("refuses a pool on a bare TrustedClusterConfig (it would skip the plan-time check), naming the construct", () => {
+    const stack = new TerraformStack(Testing.app(), "bare");
+    const config = new TrustedClusterConfig(openAttestation());
+    expect(() => new VmPool(stack, "Pool", validProps({ cluster: config }))).toThrow(
+      /cluster = "trusted cluster [^"]+": is not this engine's TrustedCluster, so the plan would not check the hosts' attestation: give new TrustedCluster\(stack, "Secure", props\) from vmpools\/cdktf/,
+    );
+    // Without the check wanted, the config alone is enough.
+    const unchecked = new TrustedClusterConfig({ ...openAttestation(), checkAtPlan: false });
+    expect(() => new VmPool(stack, "Pool2", validProps({ name: "Other-???", cluster: unchecked }))).not.toThrow();
   });
 
   it("the synthesized probe runs from the assets and answers for every host", () => {

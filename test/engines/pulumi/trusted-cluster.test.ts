@@ -6,7 +6,13 @@ import { randomBytes, randomUUID } from "node:crypto";
 import { mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { parsePolicyDocument, type HostRef, type OpenAttestationSpec, type TrustedClusterProps } from "../../../core";
+import {
+  parsePolicyDocument,
+  TrustedClusterConfig,
+  type HostRef,
+  type OpenAttestationSpec,
+  type TrustedClusterProps,
+} from "../../../core";
 import type { ProbeResult } from "../../../engines/libvirt-provider/probe";
 import { TrustedCluster, VmPool } from "../../../engines/pulumi";
 import { LIBVIRT_TYPES } from "../../../engines/pulumi/package";
@@ -358,6 +364,14 @@ describe("options", () => {
     } finally {
       await foreign.close();
     }
+  });
+
+  it("a pool on a bare TrustedClusterConfig is refused (it would skip the preview's check), naming the component", async () => {
+    const config = new TrustedClusterConfig(openAttestation({}, oat));
+    const run = runMocked(() => new VmPool("P", validProps({ cluster: config })));
+    await expect(run).rejects.toThrow(
+      /is not this engine's TrustedCluster, so the plan would not check the hosts' attestation: give new TrustedCluster\("secure", props\) from vmpools\/pulumi/,
+    );
   });
 
   it("invalid props fail the program at construction, the password redacted", async () => {
