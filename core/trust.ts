@@ -283,9 +283,9 @@ export class TrustedClusterConfig implements TrustedClusterLike {
       } catch {
         errors.add(
           "attestation.verifierUrl",
-          // A URL with user info holds a credential: never shown.
-          typeof a.verifierUrl === "string" && /\/\/[^/]*@/.test(a.verifierUrl) ? REDACTED : a.verifierUrl,
-          'must be an https URL without credentials, e.g. "https://verifier.example.com:8881"',
+          // User info, a query or a fragment may hold a credential or token: never shown.
+          typeof a.verifierUrl === "string" && /\/\/[^/]*@|[?#]/.test(a.verifierUrl) ? REDACTED : a.verifierUrl,
+          'must be an https URL without credentials, query or fragment, e.g. "https://verifier.example.com:8881"',
         );
       }
       const verifyServerCertificate = verify("attestation.verifyServerCertificate", a.verifyServerCertificate);
