@@ -96,22 +96,22 @@ export class NotHolderError extends RefusalError {
   }
 }
 
-interface AssignmentRow {
-  pool: string;
-  vm: string;
-  user: string;
-  since: number;
-  how: AssignedHow;
-  admin_access: 0 | 1;
-}
+/**
+ * An assignments row as an array (the statements below are `.raw()`), in ASSIGNMENT_COLUMNS order.
+ * Measured 2026-12-02: a pool's 200 assignments read in ~165 µs this way against ~300-490 µs as
+ * better-sqlite3's row objects (SELECT *) mapped to Assignment; a burst of 1000 takes reads them
+ * once per claim batch (50-150 batches when the requests trickle in), 35-70 ms of the burst.
+ */
+type AssignmentRow = [pool: string, vm: string, user: string, since: number, how: AssignedHow, adminAccess: 0 | 1];
+const ASSIGNMENT_COLUMNS = "pool, vm, user, since, how, admin_access";
 
 const toAssignment = (r: AssignmentRow): Assignment => ({
-  pool: r.pool,
-  vm: r.vm,
-  user: r.user,
-  since: r.since,
-  how: r.how,
-  adminAccess: r.admin_access === 1,
+  pool: r[0],
+  vm: r[1],
+  user: r[2],
+  since: r[3],
+  how: r[4],
+  adminAccess: r[5] === 1,
 });
 
 /** Every statement, prepared once per connection. */
@@ -132,16 +132,24 @@ const statements = (db: Database.Database) => ({
        RETURNING vm`,
     )
     .pluck(),
-  holder: db.prepare<[string, string], AssignmentRow>("SELECT * FROM assignments WHERE pool = ? AND vm = ?"),
+  holder: db
+    .prepare<[string, string], AssignmentRow>(`SELECT ${ASSIGNMENT_COLUMNS} FROM assignments WHERE pool = ? AND vm = ?`)
+    .raw(),
   unassign: db.prepare<[string, string]>("DELETE FROM assignments WHERE pool = ? AND vm = ?"),
   unassignPool: db.prepare<[string]>("DELETE FROM assignments WHERE pool = ?"),
   markAdmin: db.prepare<[string, string]>("UPDATE assignments SET admin_access = 1 WHERE pool = ? AND vm = ?"),
-  all: db.prepare<[], AssignmentRow>("SELECT * FROM assignments ORDER BY pool, vm"),
-  inPool: db.prepare<[string], AssignmentRow>("SELECT * FROM assignments WHERE pool = ? ORDER BY vm"),
-  byUser: db.prepare<[string], AssignmentRow>("SELECT * FROM assignments WHERE user = ? ORDER BY pool, vm"),
-  byUserInPool: db.prepare<[string, string], AssignmentRow>(
-    "SELECT * FROM assignments WHERE user = ? AND pool = ? ORDER BY vm",
-  ),
+  all: db.prepare<[], AssignmentRow>(`SELECT ${ASSIGNMENT_COLUMNS} FROM assignments ORDER BY pool, vm`).raw(),
+  inPool: db
+    .prepare<[string], AssignmentRow>(`SELECT ${ASSIGNMENT_COLUMNS} FROM assignments WHERE pool = ? ORDER BY vm`)
+    .raw(),
+  byUser: db
+    .prepare<[string], AssignmentRow>(`SELECT ${ASSIGNMENT_COLUMNS} FROM assignments WHERE user = ? ORDER BY pool, vm`)
+    .raw(),
+  byUserInPool: db
+    .prepare<[string, string], AssignmentRow>(
+      `SELECT ${ASSIGNMENT_COLUMNS} FROM assignments WHERE user = ? AND pool = ? ORDER BY vm`,
+    )
+    .raw(),
   insertIntent: db.prepare<[string, IntentKind, string, string, string | null, string | null, number, number]>(
     `INSERT INTO intents (id, kind, pool, vm, user, payload, state, created_at, updated_at)
        VALUES (?, ?, ?, ?, ?, ?, 'pending', ?, ?)`,
@@ -354,8 +362,9 @@ export class StateStore implements StateStoreApi {
   release(pool: string, vm: string, byUser?: string): boolean {
     return this.db
       .transaction((): boolean => {
-        const held = this.q.holder.get(pool, vm);
-        if (held === undefined) return false;
+        const row = this.q.holder.get(pool, vm);
+        if (row === undefined) return false;
+        const held = toAssignment(row);
         if (byUser !== undefined && held.user !== byUser) throw new NotHolderError(pool, vm, held.user, byUser);
         this.q.unassign.run(pool, vm);
         return true;
