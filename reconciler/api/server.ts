@@ -75,8 +75,12 @@ function readBody(req: IncomingMessage): Promise<Buffer> {
       settle(size > MAX_BODY_BYTES ? tooLarge(Number.isFinite(declared) ? declared : size) : undefined),
     );
     // Cut off by the client (Node's "aborted" error, or a close before the end): not the
-    // server's fault, and nobody is left to answer.
-    const cutOff = () => settle(new HttpError(400, "aborted", "the request body was cut off before its end"));
+    // server's fault, and nobody is left to answer. "close" also comes after every answered
+    // request: the error (and its stack trace) is made only when it is needed, which was 13-23 ms
+    // of a 1000-take burst in a CPU profile (2026-12-02).
+    const cutOff = () => {
+      if (!settled) settle(new HttpError(400, "aborted", "the request body was cut off before its end"));
+    };
     req.once("error", cutOff);
     req.once("close", cutOff);
   });
