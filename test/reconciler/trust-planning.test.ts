@@ -114,7 +114,8 @@ describe("trustedClusters", () => {
         "h7",
         {
           cluster: "other",
-          reason: "its attestation settings are unknown (no policy document of its pools that carries them has been read)",
+          reason:
+            "its attestation settings are unknown (no policy document of its pools that carries them has been read)",
         },
       ],
     ]);
