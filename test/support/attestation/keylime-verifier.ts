@@ -26,8 +26,8 @@
 //   verifiers without bulk support answer (`setBulkSupported(false)`).
 import { createServer, type Server } from "node:https";
 import type { IncomingMessage, ServerResponse } from "node:http";
-import type { AddressInfo, Socket } from "node:net";
 import type { TLSSocket } from "node:tls";
+import { listenOnLoopback } from "./loopback";
 import type { TestPki } from "./pki";
 
 /** keylime/common/states.py */
@@ -155,7 +155,6 @@ export async function startKeylimeVerifier(options: KeylimeVerifierOptions): Pro
   const withStatus = options.withAttestationStatus ?? true;
   const agents = new Map<string, Record<string, unknown>>();
   const requests: KeylimeRequest[] = [];
-  const sockets = new Set<Socket>();
   let bulkSupported = true;
   let fault: KeylimeFault | undefined;
   let port = 0;
@@ -375,28 +374,14 @@ export async function startKeylimeVerifier(options: KeylimeVerifierOptions): Pro
       });
     },
   );
-  server.keepAliveTimeout = 30_000;
-  // Tracked so close() need not wait for kept-alive or held ("timeout") connections.
-  let connections = 0;
-  server.on("connection", (s: Socket) => {
-    connections++;
-    sockets.add(s);
-    s.on("close", () => sockets.delete(s));
-  });
-  // Refused handshakes (no or foreign client certificate) are the point of some tests, not errors.
-  server.on("tlsClientError", () => undefined);
-
-  await new Promise<void>((resolve, reject) => {
-    server.once("error", reject);
-    server.listen(0, "127.0.0.1", () => resolve());
-  });
-  port = (server.address() as AddressInfo).port;
+  const listening = await listenOnLoopback(server);
+  port = listening.port;
 
   return {
     url: `https://127.0.0.1:${port}`,
     port,
     get connections() {
-      return connections;
+      return listening.connections();
     },
     requests,
     setAgent: (id, fields = {}) => void agents.set(id, { ...(agents.get(id) ?? {}), ...fields }),
@@ -404,10 +389,6 @@ export async function startKeylimeVerifier(options: KeylimeVerifierOptions): Pro
     setBulkSupported: (s) => void (bulkSupported = s),
     setFault: (f) => void (fault = typeof f === "string" ? { kind: f } : f),
     clearRequests: () => void requests.splice(0),
-    close: () =>
-      new Promise<void>((resolve) => {
-        server.close(() => resolve());
-        for (const s of sockets) s.destroy();
-      }),
+    close: () => listening.close(),
   };
 }

@@ -23,7 +23,7 @@
 // ASException), a body that is not JSON, fields of the wrong shape, hosts left out, slowness.
 import { createServer as createHttpServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
 import { createServer as createHttpsServer } from "node:https";
-import type { AddressInfo, Socket } from "node:net";
+import { listenOnLoopback } from "./loopback";
 import type { TestPki } from "./pki";
 
 export const DEFAULT_POLL_URI = "AttestationService/resources/PollHosts";
@@ -166,7 +166,6 @@ export async function startOpenAttestationServer(
   let defaultTrust = options.defaultTrust ?? "unknown";
   let fault: OatFault | undefined;
   const requests: PollHostsRequest[] = [];
-  const sockets = new Set<Socket>();
 
   const formatVtime = (ms: number): string | number =>
     vtimeFormat === "epoch-ms" ? ms : vtimeFormat === "asctime" ? asctimeDate(ms) : jacksonIsoDate(ms);
@@ -301,29 +300,14 @@ export async function startOpenAttestationServer(
           },
           listener,
         );
-  // Keep-alive past the client's own idle timeout, so a 1000-host cycle reuses its connections.
-  server.keepAliveTimeout = 30_000;
-  // Tracked so close() need not wait for kept-alive or held ("timeout") connections.
-  let connections = 0;
-  server.on("connection", (s: Socket) => {
-    connections++;
-    sockets.add(s);
-    s.on("close", () => sockets.delete(s));
-  });
-  // A client that fails verification aborts the handshake: the point of some tests, not an error.
-  server.on("tlsClientError", () => undefined);
-
-  await new Promise<void>((resolve, reject) => {
-    server.once("error", reject);
-    server.listen(0, "127.0.0.1", () => resolve());
-  });
-  const port = (server.address() as AddressInfo).port;
+  const listening = await listenOnLoopback(server);
+  const port = listening.port;
 
   return {
     url: `${tls === "none" ? "http" : "https"}://127.0.0.1:${port}`,
     port,
     get connections() {
-      return connections;
+      return listening.connections();
     },
     requests,
     setTrust: (host, level) => void trust.set(host, level),
@@ -331,10 +315,6 @@ export async function startOpenAttestationServer(
     setVtime: (host, vtime) => void (vtime === undefined ? vtimes.delete(host) : vtimes.set(host, vtime)),
     setFault: (f) => void (fault = typeof f === "string" ? { kind: f } : f),
     clearRequests: () => void requests.splice(0),
-    close: () =>
-      new Promise<void>((resolve) => {
-        server.close(() => resolve());
-        for (const s of sockets) s.destroy();
-      }),
+    close: () => listening.close(),
   };
 }

@@ -107,25 +107,9 @@ export function makeTestPki(dir: string): TestPki {
   );
   for (const k of keys) if (!existsSync(path(`${k}.key`))) throw new Error(`openssl made no key ${k}.key in ${dir}`);
 
-  const ca = (name: string, cn: string): void =>
-    openssl([
-      "req",
-      "-x509",
-      "-config",
-      config,
-      "-extensions",
-      "ca_ext",
-      "-key",
-      path(`${name}.key`),
-      "-out",
-      path(`${name}.pem`),
-      "-subj",
-      `/CN=${cn}`,
-      "-days",
-      "2",
-    ]);
-  // `req -x509 -CA` (OpenSSL 3.0+) signs with the CA in one step, without a CSR file.
-  const leaf = (name: string, cn: string, ext: string, caName: string): void =>
+  // Self-signed (a CA) or, with `caName`, signed by that CA in the same step: `req -x509 -CA`
+  // (OpenSSL 3.0+) needs no CSR file.
+  const certificate = (name: string, cn: string, ext: string, caName?: string): void =>
     openssl([
       "req",
       "-x509",
@@ -141,11 +125,10 @@ export function makeTestPki(dir: string): TestPki {
       `/CN=${cn}`,
       "-days",
       "2",
-      "-CA",
-      path(`${caName}.pem`),
-      "-CAkey",
-      path(`${caName}.key`),
+      ...(caName === undefined ? [] : ["-CA", path(`${caName}.pem`), "-CAkey", path(`${caName}.key`)]),
     ]);
+  const ca = (name: string, cn: string): void => certificate(name, cn, "ca_ext");
+  const leaf = (name: string, cn: string, ext: string, caName: string): void => certificate(name, cn, ext, caName);
 
   ca("ca", "vmpools test CA");
   leaf("server", "localhost", "server_ext", "ca");
