@@ -4,7 +4,6 @@
 // logs readable from the shared folder.
 import * as fs from "node:fs";
 import * as path from "node:path";
-import { policyVolumeName } from "../../core/metadata";
 import { planPool, type PoolPlan } from "../../core/plan";
 import type { VmPoolProps } from "../../core/spec";
 import { DomainEvents } from "../../reconciler/driver/events";
@@ -13,7 +12,7 @@ import { Reconciler, type Activity, type Failure, type ReconcilerOptions } from 
 import { StateStore } from "../../reconciler/store/store";
 import { ensureGuest, guestCmdline } from "../guest/guest";
 import type { TestCluster } from "./cluster-hosts";
-import { deployQemuMember, tinyPoolProps } from "./qemu-pool";
+import { deployQemuMember, publishPolicyVolume, tinyPoolProps } from "./qemu-pool";
 
 export interface ClusterHarness {
   readonly drivers: ReadonlyMap<string, VirshDriver>;
@@ -70,25 +69,9 @@ export function openClusterHarness(cluster: TestCluster): ClusterHarness {
         }));
       }
       if (options.publish) {
-        const file = path.join(cluster.imageDir, `${plan.pool.name.replace(/\W/g, "")}.policy-upload`);
-        fs.writeFileSync(file, plan.policy.xml);
-        const size = String(Buffer.byteLength(plan.policy.xml));
         for (const h of cluster.hosts) {
-          const name = policyVolumeName(plan.pool.name, h.name);
-          h.virsh(
-            "vol-create-as",
-            "--pool",
-            cluster.storagePool,
-            "--name",
-            name,
-            "--capacity",
-            size,
-            "--format",
-            "raw",
-          );
-          h.virsh("vol-upload", "--pool", cluster.storagePool, "--vol", name, "--file", file);
+          await publishPolicyVolume((args) => h.virsh(...args), cluster.storagePool, plan, h.name, cluster.imageDir);
         }
-        fs.rmSync(file);
       }
       return plan;
     },

@@ -119,6 +119,32 @@ export async function deployQemuMember(
   await driver.defineDomain(renderDomainXml(vm, { storagePool, withoutNetwork: true, ...render(vm) }));
 }
 
+/**
+ * Uploads a plan's policy document as the volume the engines deploy on `host` (replacing one
+ * there), through `virsh` (`run` takes its arguments); `scratchDir` holds the upload file.
+ */
+export async function publishPolicyVolume(
+  run: (args: string[]) => unknown,
+  storagePool: string,
+  plan: PoolPlan,
+  host: string,
+  scratchDir: string,
+): Promise<void> {
+  const { xml } = plan.policy;
+  const volume = policyVolumeName(plan.pool.name, host);
+  const file = path.join(scratchDir, `${volume.replace(/[^\w.-]/g, "_")}.upload`);
+  fs.writeFileSync(file, xml);
+  try {
+    // None there yet is the usual case (run may throw or reject).
+    await (async () => run(["vol-delete", "--pool", storagePool, "--vol", volume]))().catch(() => undefined);
+    const size = String(Buffer.byteLength(xml));
+    await run(["vol-create-as", "--pool", storagePool, "--name", volume, "--capacity", size, "--format", "raw"]);
+    await run(["vol-upload", "--pool", storagePool, "--vol", volume, "--file", file]);
+  } finally {
+    fs.rmSync(file, { force: true });
+  }
+}
+
 export async function openQemuPools(): Promise<QemuPools> {
   ensureLibvirt();
   const g = ensureGuest();
@@ -149,27 +175,8 @@ export async function openQemuPools(): Promise<QemuPools> {
       plans.push(plan);
       return plan;
     },
-    async publishPolicy(plan, host = DEFAULT_HOST.name) {
-      const { xml } = plan.policy;
-      const volume = policyVolumeName(plan.pool.name, host);
-      const file = path.join(dir, `${volume.replace(/[^\w.-]/g, "_")}.upload`);
-      fs.writeFileSync(file, xml);
-      const size = String(Buffer.byteLength(xml));
-      await driver.session.run(["vol-delete", "--pool", storagePool, "--vol", volume]).catch(() => undefined);
-      await driver.session.run([
-        "vol-create-as",
-        "--pool",
-        storagePool,
-        "--name",
-        volume,
-        "--capacity",
-        size,
-        "--format",
-        "raw",
-      ]);
-      await driver.session.run(["vol-upload", "--pool", storagePool, "--vol", volume, "--file", file]);
-      fs.rmSync(file);
-    },
+    publishPolicy: (plan, host = DEFAULT_HOST.name) =>
+      publishPolicyVolume((args) => driver.session.run(args), storagePool, plan, host, dir),
     guest:
       (action, opts = {}) =>
       (vm) => ({
