@@ -828,32 +828,45 @@ export class Reconciler extends EventEmitter<ReconcilerEventMap> {
       }
       if (!inMaintenance.has(r.host)) continue;
       if (r.state !== "running" || this.work.isBusy(r.name) || this.stayReasons.has(r.name)) continue;
-      const pool = r.metadata.pool;
-      if (!this.store.holder(pool, r.name)) continue;
-      const policy = this.inventory.pools().get(pool)?.policy;
-      if (!policy) continue;
-      // The pool's mode alone may forbid it (the guest's CPU is checked by the actuator).
-      const allowed = planMigration(policy, { trigger: "automatic", hostCpuPassthrough: false });
-      if (!allowed.allowed) {
-        this.stayReasons.set(r.name, `stays on ${r.host} in maintenance: not migrated, ${allowed.reason}`);
-        continue;
-      }
-      const to = pickDestination(policy.allowedHosts, r.host, this.cluster.names(), picture);
-      if (to === undefined) {
-        // Tried again at the next resync: a host may come up meanwhile.
-        this.noDestination.set(r.name, `stays on ${r.host} in maintenance: no other host it may run on is up`);
-        continue;
-      }
       this.noDestination.delete(r.name);
-      const migration = this.actuator.migrate(pool, r.name, to, "automatic").catch((e: unknown) => {
-        if (e instanceof MigrationRefusedError) {
-          this.stayReasons.set(r.name, `stays on ${r.host} in maintenance: not migrated, ${e.reason}`);
-          return;
-        }
+      this.migrateAway(r, picture, "maintenance migration", (kind, detail) => {
+        const stays = `stays on ${r.host} in maintenance`;
+        // Tried again at the next resync: a host may come up meanwhile.
+        if (kind === "no-destination") this.noDestination.set(r.name, `${stays}: no other host it may run on is up`);
+        else if (kind === "forbidden") this.stayReasons.set(r.name, `${stays}: not migrated, ${detail}`);
+      });
+    }
+  }
+
+  /**
+   * Live-migrates a held running member off its host, to the up host with the most headroom
+   * among those its pool may run on, where the pool allows automatic migration. `cannot` hears
+   * why not: the pool (or the guest's CPU) forbids it, no host to go to, or the migration failed.
+   */
+  private migrateAway(
+    r: MemberRecord,
+    picture: HostPicture,
+    label: string,
+    cannot: (kind: "forbidden" | "no-destination" | "failed", detail: string) => void,
+  ): void {
+    const pool = r.metadata.pool;
+    if (!this.store.holder(pool, r.name)) return;
+    const policy = this.inventory.pools().get(pool)?.policy;
+    if (!policy) return;
+    // The pool's mode alone may forbid it (the guest's CPU is checked by the actuator).
+    const allowed = planMigration(policy, { trigger: "automatic", hostCpuPassthrough: false });
+    if (!allowed.allowed) return cannot("forbidden", allowed.reason);
+    const to = pickDestination(policy.allowedHosts, r.host, this.cluster.names(), picture);
+    if (to === undefined) return cannot("no-destination", "");
+    const migration = this.actuator
+      .migrate(pool, r.name, to, "automatic")
+      .then(() => undefined)
+      .catch((e: unknown) => {
+        if (e instanceof MigrationRefusedError) return cannot("forbidden", e.reason);
+        cannot("failed", `its migration to ${to} failed (${message(e)})`);
         throw e;
       });
-      this.work.track("maintenance migration", migration, r.name);
-    }
+    this.work.track(label, migration, r.name);
   }
 
   // ---- trusted clusters ----------------------------------------------------------------------
@@ -928,18 +941,18 @@ export class Reconciler extends EventEmitter<ReconcilerEventMap> {
    */
   private onVerdicts(settings: AttestationSettings, verdicts: readonly Verdict[]): void {
     const now = this.clock();
-    let changed = false;
+    const changed = new Set<string>();
     for (const v of verdicts) {
       const prev = this.trust.get(v.host);
       if (!prev || prev.pinned || prev.cluster !== settings.cluster) continue;
       const next = nextTrust(prev, v, now);
       this.setTrust(v.host, next);
-      if (prev.level === next.level) continue;
-      changed = true;
-      // The reasons of what stayed or was shut down there no longer hold.
-      for (const r of this.inventory.all()) if (r.host === v.host) this.untrustedMoves.delete(r.name);
+      if (prev.level !== next.level) changed.add(v.host);
     }
-    if (changed && this.running) {
+    if (changed.size === 0) return;
+    // The reasons of what stayed or was shut down there no longer hold (one pass for all hosts).
+    for (const r of this.inventory.all()) if (changed.has(r.host)) this.untrustedMoves.delete(r.name);
+    if (this.running) {
       this.applyLevelRules();
       this.evacuate();
     }
@@ -982,38 +995,23 @@ export class Reconciler extends EventEmitter<ReconcilerEventMap> {
     host: { readonly trust: HostTrust; readonly why: string },
     picture: HostPicture,
   ): void {
-    const why = host.why;
     if (!isUp(r.state) || this.work.isBusy(r.name)) return;
     const pool = r.metadata.pool;
-    if (!this.store.holder(pool, r.name)) return;
-    const policy = this.inventory.pools().get(pool)?.policy;
-    if (!policy) return;
-    const allowed = planMigration(policy, { trigger: "automatic", hostCpuPassthrough: false });
-    const to = allowed.allowed
-      ? pickDestination(policy.allowedHosts, r.host, this.cluster.names(), picture)
-      : undefined;
-    const stop = (because: string) => {
+    this.migrateAway(r, picture, "untrusted migration", (kind, detail) => {
+      const because =
+        kind === "no-destination"
+          ? "no trusted host it may run on is up"
+          : kind === "forbidden"
+            ? `not migrated, ${detail}`
+            : detail;
+      const where = `on ${r.host}, ${because}: host ${r.host} is ${host.why}`;
       if (host.trust.level !== "untrusted") {
-        this.untrustedMoves.set(r.name, `stays on ${r.host}, ${because}: host ${r.host} is ${why}`);
+        this.untrustedMoves.set(r.name, `stays ${where}`);
         return;
       }
-      this.untrustedMoves.set(r.name, `shut down on ${r.host}, ${because}: host ${r.host} is ${why}`);
+      this.untrustedMoves.set(r.name, `shut down ${where}`);
       this.work.track("untrusted stop", this.actuator.stopUntrusted(pool, r.name), r.name);
-    };
-    if (to === undefined) {
-      stop(allowed.allowed ? "no trusted host it may run on is up" : `not migrated, ${allowed.reason}`);
-      return;
-    }
-    const migration = this.actuator
-      .migrate(pool, r.name, to, "automatic")
-      .then(() => undefined)
-      .catch((e: unknown) => {
-        if (e instanceof MigrationRefusedError) return stop(`not migrated, ${e.reason}`);
-        // A migration that failed leaves it where it may not stay: as if it could not move.
-        stop(`its migration to ${to} failed (${message(e)})`);
-        throw e;
-      });
-    this.work.track("untrusted migration", migration, r.name);
+    });
   }
 
   /** A down, free member away from its home host goes back there when home is up. */
