@@ -17,6 +17,7 @@ export {
   TrustedClusterConfig,
   isTrustedClusterLike,
   uncheckedTrustedCluster,
+  describeService,
   OPEN_ATTESTATION_DEFAULTS,
   OPEN_ATTESTATION_BATCH_SIZE,
   type TrustedClusterProps,

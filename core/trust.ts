@@ -347,6 +347,11 @@ export class TrustedClusterConfig implements TrustedClusterLike {
   }
 }
 
+/** The service, for messages: "OpenAttestation server https://…" or "Keylime verifier https://…". */
+export function describeService(s: AttestationSettings): string {
+  return `${s.type === "keylime" ? "Keylime verifier" : "OpenAttestation server"} ${s.url}`;
+}
+
 /** A pool's `cluster` may be a trusted cluster: the engines' constructs carry one of these. */
 export interface TrustedClusterLike {
   readonly trustedCluster: TrustedClusterConfig;

@@ -2,7 +2,7 @@ import { Annotations, TerraformStack } from "cdktf";
 import { Construct } from "constructs";
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
-import { TrustedClusterConfig, type TrustedClusterLike, type TrustedClusterProps } from "../../core";
+import { describeService, TrustedClusterConfig, type TrustedClusterLike, type TrustedClusterProps } from "../../core";
 import { DataExternal } from "../../providers/gen/providers/external/data-external";
 import { claimLogicalId, terraformName } from "./addresses";
 import { POOL_ASSET_DIR, POOL_FILE_SUFFIX, StackPoolFiles, type PoolAsset } from "./pool-files";
@@ -74,7 +74,7 @@ export class TrustedCluster extends Construct implements TrustedClusterLike {
       assets: () => assets,
     });
 
-    const service = `${settings.type === "keylime" ? "Keylime verifier" : "OpenAttestation server"} ${settings.url}`;
+    const service = describeService(settings);
     this.attestationCheck = new DataExternal(this, "attestation-check", {
       provider: externalProviderFor(this),
       program: ["node", `${assetDir}/attestation-probe.cjs`],

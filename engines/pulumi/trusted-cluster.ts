@@ -1,5 +1,5 @@
 import * as pulumi from "@pulumi/pulumi";
-import { TrustedClusterConfig, type TrustedClusterLike, type TrustedClusterProps } from "../../core";
+import { describeService, TrustedClusterConfig, type TrustedClusterLike, type TrustedClusterProps } from "../../core";
 import { createAttestationClient, type Verdict } from "../../core/attestation/protocol.cjs";
 
 export type { TrustedClusterProps } from "../../core";
@@ -47,7 +47,7 @@ export class TrustedCluster extends pulumi.ComponentResource implements TrustedC
 async function attestAll(config: TrustedClusterConfig): Promise<readonly Verdict[]> {
   const { settings, clientKeyPem } = config;
   // Worded as the cdktf construct's postcondition, one line per host.
-  const service = `${settings.type === "keylime" ? "Keylime verifier" : "OpenAttestation server"} ${settings.url}`;
+  const service = describeService(settings);
   const client = createAttestationClient(settings, clientKeyPem === undefined ? {} : { clientKeyPem });
   let verdicts: readonly Verdict[];
   try {
